@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Allowed range of every profile field, as (low, high), inclusive. Also the API's validation bounds.
+#: Allowed range (low, high), inclusive, of every profile field; also the API's validation bounds.
 PROFILE_RANGES: dict[str, tuple[float, float]] = {
     "resting_hr_bpm": (40.0, 120.0),
     "rsa_amplitude_ms": (0.0, 150.0),
