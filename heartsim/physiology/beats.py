@@ -181,6 +181,7 @@ def generate_beats(
     freq_hz = np.zeros((3, n), np.float32)
     freq_hz[_LF] = MAYER_HZ
     two_pi = np.float32(2.0 * np.pi)
+    cursor = schedule.cursor(state.next_beat_s)
     k = 0
     while True:
         fire = state.next_beat_s <= t_end_s
@@ -192,9 +193,9 @@ def generate_beats(
         t = state.next_beat_s
         pending = state.pending_rr_ms if all_fire else np.where(fire, state.pending_rr_ms, 0.0)
         dt = pending * np.float32(1e-3)
-        stress = relax(
-            state.stress, schedule.target(t)[0], dt, profiles.onset_tau_s, profiles.recovery_tau_s
-        )
+        cursor = schedule.advance(cursor, t)
+        target = schedule.target_level[cursor]
+        stress = relax(state.stress, target, dt, profiles.onset_tau_s, profiles.recovery_tau_s)
         # Advance HF (at the current breathing frequency), LF and drift exactly over dt.
         freq_hz[_HF] = breathing_rate_bpm(profiles, stress) * np.float32(1.0 / 60.0)
         decay = np.exp(_DECAY_RATE * dt)

@@ -39,43 +39,65 @@ class Episode:
 
 @dataclass(frozen=True)
 class Schedule:
-    """Episodes of many persons as padded arrays of shape ``(n_persons, n_slots)``.
+    """Every person's stress target as a step function of time.
 
-    Empty slots have ``level == 0`` and never count as active.
+    Row ``p`` of the flat arrays (stride ``width``) lists the times where person ``p``'s target
+    changes, the target from then on and whether a stressor is active; the first change time is
+    ``-inf`` and unused cells are ``+inf``. Overlapping episodes combine by their maximum.
     """
 
-    start_s: np.ndarray
-    end_s: np.ndarray
-    level: np.ndarray
+    change_s: np.ndarray
+    target_level: np.ndarray
+    active: np.ndarray
+    width: int
 
     @classmethod
     def from_episodes(cls, episodes: list[list[Episode]]) -> Schedule:
         """Build from one list of episodes per person."""
-        n = len(episodes)
-        slots = max([len(e) for e in episodes] + [1])
-        start = np.full((n, slots), np.inf)
-        end = np.full((n, slots), -np.inf)
-        level = np.zeros((n, slots), np.float32)
-        for i, person_episodes in enumerate(episodes):
-            for j, ep in enumerate(person_episodes):
-                start[i, j], end[i, j], level[i, j] = ep.start_s, ep.end_s, ep.level
-        return cls(start, end, level)
+        rows = []
+        for person in episodes:
+            edges = sorted({e.start_s for e in person} | {e.end_s for e in person})
+            row = [(-np.inf, 0.0, False)]
+            for t in edges:
+                levels = [e.level for e in person if e.start_s <= t < e.end_s and e.level > 0]
+                row.append((t, max(levels, default=0.0), bool(levels)))
+            rows.append(row)
+        width = max(len(r) for r in rows) + 1  # at least one +inf sentinel per row
+        change = np.full((len(rows), width), np.inf)
+        level = np.zeros((len(rows), width), np.float32)
+        active = np.zeros((len(rows), width), bool)
+        for i, row in enumerate(rows):
+            for j, (t, lvl, on) in enumerate(row):
+                change[i, j], level[i, j], active[i, j] = t, lvl, on
+        return cls(change.ravel(), level.ravel(), active.ravel(), width)
+
+    def cursor(self, t_s: np.ndarray) -> np.ndarray:
+        """Flat index of the step in force at times ``t_s`` (shape ``(..., n_persons)``)."""
+        n = self.change_s.shape[0] // self.width
+        row = np.arange(n) * self.width
+        offsets = np.broadcast_to(row, t_s.shape)
+        # Search each person's row: rows are sorted, so search on (row, time) pairs.
+        step = np.zeros(t_s.shape, np.intp)
+        for j in range(1, self.width):
+            step += t_s >= self.change_s[offsets + j]
+        return offsets + step
+
+    def advance(self, cursor: np.ndarray, t_s: np.ndarray) -> np.ndarray:
+        """Move ``cursor`` forward to the steps in force at later times ``t_s`` (cheap when
+        nothing changed, the common case inside the beat loop)."""
+        while True:
+            moved = t_s >= self.change_s[cursor + 1]
+            if not moved.any():
+                return cursor
+            cursor = cursor + moved
 
     def target(self, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Stress target and whether any stressor is active at times ``t_s``.
 
         ``t_s`` has shape ``(..., n_persons)``; the results have the same shape.
         """
-        target = np.zeros(t_s.shape, np.float32)
-        active = np.zeros(t_s.shape, bool)
-        # A Python loop over the few slots beats reducing over a short trailing axis.
-        for start, end, level in zip(self.start_s.T, self.end_s.T, self.level.T, strict=True):
-            if not level.any():
-                continue
-            on = (start <= t_s) & (t_s < end) & (level > 0.0)
-            target = np.maximum(target, np.where(on, level, np.float32(0.0)))
-            active |= on
-        return target, active
+        at = self.cursor(t_s)
+        return self.target_level[at], self.active[at]
 
 
 def relax(
