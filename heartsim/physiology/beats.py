@@ -34,8 +34,8 @@ from heartsim.physiology.stress import Schedule, label_codes, relax
 MAYER_HZ = 0.1
 #: Bandwidths (Hz, half width at half maximum of the spectral peak) of the HF (RSA) and LF
 #: (Mayer) oscillators; the drift is the same process at zero frequency.
-HF_BANDWIDTH_HZ = 0.008
-LF_BANDWIDTH_HZ = 0.015
+HF_BANDWIDTH_HZ = 0.006
+LF_BANDWIDTH_HZ = 0.01
 DRIFT_TAU_S = 60.0
 VAGAL_WITHDRAWAL = 0.75
 MAYER_WITHDRAWAL = 0.3

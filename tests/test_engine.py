@@ -1,0 +1,206 @@
+import math
+
+import numpy as np
+import pytest
+
+from heartsim import Engine, PersonProfile, SimulationState
+
+MESSAGE_FIELDS = {
+    "type", "seq", "person_id", "t", "timestamp", "ts", "bpm", "variability", "stress_level",
+    "systolic", "diastolic", "state", "prediction", "confidence", "stress_score", "rr_ms",
+    "label", "respiration_rate",
+}  # fmt: skip
+
+
+def run(engine: Engine, seconds: float, dt: float = 0.5) -> list[dict]:
+    out = []
+    for _ in range(round(seconds / dt)):
+        out.extend(engine.advance(dt))
+    return out
+
+
+def test_samples_carry_every_message_field_with_the_right_types():
+    engine = Engine(persons=2, seed=1)
+    assert engine.advance(0.5) == []  # stopped: nothing
+    engine.start()
+    samples = run(engine, 5.0)
+    assert len(samples) == 20
+    for s in samples:
+        assert set(s) == MESSAGE_FIELDS
+        assert s["type"] == "heartbeat" and s["state"] == "running"
+        assert isinstance(s["bpm"], int) and 40 <= s["bpm"] <= 140
+        assert isinstance(s["systolic"], int) and isinstance(s["diastolic"], int)
+        assert s["systolic"] > s["diastolic"]
+        assert s["variability"] > 0  # a full 30 s window from the first tick (warm-up)
+        assert 0.0 <= s["stress_level"] <= 1.0 and s["label"] == "rest"
+        assert s["prediction"] is None and s["confidence"] is None and s["stress_score"] is None
+        assert s["timestamp"].endswith("Z")
+        assert all(250 <= rr <= 2000 for rr in s["rr_ms"])
+    p0 = [s for s in samples if s["person_id"] == "p0"]
+    assert [s["seq"] for s in p0] == list(range(1, 11))
+    assert [s["t"] for s in p0] == pytest.approx(np.arange(1, 11) * 0.5)
+
+
+def test_rr_intervals_tile_simulated_time():
+    engine = Engine(persons=3, seed=2)
+    engine.start()
+    samples = run(engine, 120.0)
+    for pid in engine.person_ids:
+        rr = [x for s in samples if s["person_id"] == pid for x in s["rr_ms"]]
+        # The beats of 120 s span 120 s, give or take one interval at each end.
+        assert abs(sum(rr) / 1000.0 - 120.0) < 2.5
+        assert 60000 / np.mean(rr) == pytest.approx(engine.profile(pid).resting_hr_bpm, abs=6)
+
+
+def test_same_seed_and_commands_give_identical_samples():
+    def scripted(seed):
+        engine = Engine(persons=3, seed=seed, spontaneous_stress_per_h=20)
+        engine.start()
+        out = run(engine, 20)
+        engine.trigger_stress(0.8, duration_s=30, person="p1")
+        out += run(engine, 40)
+        engine.set_baseline(60)
+        out += run(engine, 10)
+        return out
+
+    assert scripted(11) == scripted(11)
+    assert scripted(11) != scripted(12)
+
+
+def test_stress_raises_hr_bp_breathing_and_lowers_variability_then_recovers():
+    profile = PersonProfile(hr_reactivity_bpm=35.0, sbp_reactivity_mmhg=25.0)
+    engine = Engine(persons=[profile], seed=5)
+    engine.start()
+    rest = run(engine, 60)[-1]
+    engine.trigger_stress(0.9, duration_s=180)
+    during = run(engine, 20)
+    # Onset takes tens of seconds: not there after 5 s, mostly there after 60 s.
+    assert during[9]["stress_level"] < 0.4
+    stressed = run(engine, 155)
+    assert all(s["label"] == "stress" for s in during + stressed)
+    peak = stressed[-1]
+    assert peak["stress_level"] > 0.85
+    assert peak["bpm"] - rest["bpm"] > 20
+    assert peak["systolic"] - rest["systolic"] > 12
+    assert peak["respiration_rate"] > rest["respiration_rate"] + 3
+    assert peak["variability"] < 0.7 * rest["variability"]
+    run(engine, 5)
+    after = run(engine, 300)
+    assert after[0]["label"] == "recovery"
+    assert after[-1]["label"] == "rest"
+    assert abs(np.mean([s["bpm"] for s in after[-20:]]) - rest["bpm"]) < 6
+
+
+def test_trigger_stress_defaults_and_zero_level_ends_episode():
+    engine = Engine(seed=1)
+    engine.start()
+    episode = engine.trigger_stress(0.7)
+    assert episode.end_s - episode.start_s == 60.0
+    run(engine, 10)
+    engine.trigger_stress(0.0)
+    assert engine.advance(0.5)[0]["label"] == "recovery"
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda e: e.trigger_stress(1.5), "stress_level"),
+        (lambda e: e.trigger_stress(-0.1), "stress_level"),
+        (lambda e: e.trigger_stress(float("nan")), "stress_level"),
+        (lambda e: e.trigger_stress(0.5, duration_s=-3), "duration_s"),
+        (lambda e: e.trigger_stress(0.5, person="nobody"), "nobody"),
+        (lambda e: e.set_baseline(300), "bpm"),
+        (lambda e: e.set_baseline(20), "bpm"),
+        (lambda e: e.set_baseline("fast"), "bpm"),
+        (lambda e: e.advance(-1.0), "dt_s"),
+        (lambda e: e.advance(0.0), "dt_s"),
+        (lambda e: e.remove_person("nobody"), "nobody"),
+        (lambda e: e.configure(spontaneous_stress_per_h=-1), "spontaneous_stress_per_h"),
+    ],
+)
+def test_bad_input_names_the_parameter_and_leaves_state_unchanged(call, name):
+    engine = Engine(persons=2, seed=3)
+    engine.start()
+    run(engine, 2)
+    before = (engine.t_s, engine.state, engine.profile(), engine.person_ids)
+    twin = Engine(persons=2, seed=3)
+    twin.start()
+    run(twin, 2)
+    with pytest.raises(ValueError, match=name):
+        call(engine)
+    assert (engine.t_s, engine.state, engine.profile(), engine.person_ids) == before
+    assert engine.advance(0.5) == twin.advance(0.5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [({"persons": 0}, "persons"), ({"tick_hz": 0}, "tick_hz"), ({"tick_hz": 1000}, "tick_hz")],
+)
+def test_constructor_validates(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        Engine(**kwargs)
+
+
+def test_unique_ids_are_required():
+    with pytest.raises(ValueError, match="unique"):
+        Engine(persons=[PersonProfile(person_id="a"), PersonProfile(person_id="a")])
+
+
+def test_state_machine_and_start_resets_to_baseline():
+    engine = Engine(seed=4)
+    assert engine.state is SimulationState.STOPPED
+    assert engine.start() is True and engine.start() is False
+    engine.trigger_stress(1.0, duration_s=600)
+    run(engine, 60)
+    assert engine.latest()["stress_level"] > 0.8
+    assert engine.pause() is True and engine.pause() is False
+    t = engine.t_s
+    assert engine.advance(0.5) == [] and engine.t_s == t  # paused: time frozen
+    assert engine.resume() is True
+    assert engine.stop() is True and engine.stop() is False
+    assert engine.start() is True
+    sample = engine.advance(0.5)[0]
+    assert sample["stress_level"] == 0.0 and sample["label"] == "rest"
+    assert sample["seq"] == 121  # seq keeps increasing across restarts
+
+
+def test_add_and_remove_persons_while_running():
+    engine = Engine(persons=2, seed=6)
+    engine.start()
+    run(engine, 5)
+    new_id = engine.add_person()
+    named = engine.add_person(PersonProfile(person_id="alice", resting_hr_bpm=58))
+    assert engine.person_ids == ["p0", "p1", new_id, "alice"]
+    samples = run(engine, 10)
+    alice = [s for s in samples if s["person_id"] == "alice"]
+    assert len(alice) == 20 and alice[0]["variability"] > 0
+    assert abs(np.mean([s["bpm"] for s in alice]) - 58) < 8
+    engine.remove_person("p1")
+    samples = engine.advance(0.5)
+    assert [s["person_id"] for s in samples] == ["p0", new_id, "alice"]
+    assert samples[2]["bpm"] == pytest.approx(58, abs=12)
+    with pytest.raises(ValueError, match="already exists"):
+        engine.add_person(PersonProfile(person_id="alice"))
+    for pid in ["p0", new_id]:
+        engine.remove_person(pid)
+    with pytest.raises(ValueError, match="last one"):
+        engine.remove_person("alice")
+
+
+def test_spontaneous_episodes_fire_at_the_configured_rate():
+    engine = Engine(persons=20, seed=8, spontaneous_stress_per_h=6)
+    engine.start()
+    labels = {s["label"] for s in run(engine, 1200, dt=1.0)}
+    assert "stress" in labels
+    quiet = Engine(persons=20, seed=8)
+    quiet.start()
+    assert {s["label"] for s in run(quiet, 600, dt=1.0)} == {"rest"}
+
+
+def test_timestamps_follow_the_epoch():
+    engine = Engine(seed=1, epoch_s=1_700_000_000.0)
+    engine.start()
+    sample = engine.advance(0.5)[0]
+    assert sample["ts"] == 1_700_000_000.5
+    assert sample["timestamp"] == "2023-11-14T22:13:20.500000Z"
+    assert math.isfinite(sample["variability"])
