@@ -170,7 +170,7 @@ def hrv_time(rr_ms: npt.ArrayLike) -> dict[str, float]:
     nn50 = int(np.count_nonzero(np.abs(diffs) > 50.0))
     return {
         "mean_nn_ms": mean_nn,
-        "sdnn_ms": float(np.std(rr, ddof=0)),
+        "sdnn_ms": float(np.std(rr, ddof=1)),
         "rmssd_ms": float(np.sqrt(np.mean(diffs**2))),
         "pnn50_pct": 100.0 * nn50 / rr.size,
         "mean_hr_bpm": 60_000.0 / mean_nn,

@@ -169,7 +169,7 @@ def test_add_and_remove_persons_while_running():
     engine.start()
     run(engine, 5)
     new_id = engine.add_person()
-    named = engine.add_person(PersonProfile(person_id="alice", resting_hr_bpm=58))
+    assert engine.add_person(PersonProfile(person_id="alice", resting_hr_bpm=58)) == "alice"
     assert engine.person_ids == ["p0", "p1", new_id, "alice"]
     samples = run(engine, 10)
     alice = [s for s in samples if s["person_id"] == "alice"]
