@@ -11,8 +11,8 @@ interval, so beats can be produced one at a time, live or in batch, with the sam
     RR_k+1 = 60000 / HR(s) + a_HF v(s) Re z_HF + a_LF m(s) Re z_LF + a_VLF d + a_n v(s) e
 
 where ``s`` is the autonomic stress state, ``HR(s)`` rises linearly with ``s`` (sympathetic
-drive), ``v(s) = 1 - 0.75 s`` is vagal withdrawal (RMSSD and HF power fall under acute mental
-stress: Castaldo et al. 2015; Kim et al. 2018), ``m(s) = 1 - 0.3 s`` (LF falls less, so LF/HF
+drive), ``v(s) = 1 - 0.8 s`` is vagal withdrawal (RMSSD and HF power fall under acute mental
+stress: Castaldo et al. 2015; Kim et al. 2018), ``m(s) = 1 - 0.45 s`` (LF falls less, so LF/HF
 rises), ``z_HF`` rotates at the current breathing frequency, ``z_LF`` at 0.1 Hz, ``d`` is a slow
 drift (time constant 60 s) and ``e`` white beat-to-beat noise. Systolic and diastolic pressure
 follow the same state: a stress rise plus Mayer waves (Traube-Hering-Mayer) and breathing
@@ -37,8 +37,8 @@ MAYER_HZ = 0.1
 HF_BANDWIDTH_HZ = 0.006
 LF_BANDWIDTH_HZ = 0.01
 DRIFT_TAU_S = 60.0
-VAGAL_WITHDRAWAL = 0.75
-MAYER_WITHDRAWAL = 0.3
+VAGAL_WITHDRAWAL = 0.8
+MAYER_WITHDRAWAL = 0.45
 DIASTOLIC_SHARE = 0.6
 RR_LIMITS_MS = (250.0, 2000.0)
 

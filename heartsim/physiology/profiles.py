@@ -69,7 +69,7 @@ class PersonProfile:
     resting_hr_bpm: float = 72.0
     rsa_amplitude_ms: float = 30.0
     mayer_amplitude_ms: float = 34.0
-    drift_sd_ms: float = 18.0
+    drift_sd_ms: float = 14.0
     beat_noise_sd_ms: float = 7.0
     breathing_rate_bpm: float = 14.0
     systolic_mmhg: float = 118.0
@@ -125,12 +125,13 @@ def sample_population(
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
     rng = np.random.default_rng(seed)
-    hr = np.clip(rng.normal(70.0, 7.5, n), 55.0, 85.0)
+    hr = np.clip(rng.normal(70.0, 7.5, n), 57.0, 83.0)
     # Vagal amplitude: log-normal spread, larger at lower heart rate.
     vagal = np.exp(rng.normal(0.0, 0.33, n)) * (70.0 / hr) ** 1.5
-    rsa = np.clip(30.0 * vagal, 10.0, 90.0)
-    mayer = np.clip(34.0 * np.exp(rng.normal(0.0, 0.3, n)) * (70.0 / hr), 8.0, 70.0)
-    drift = np.clip(rng.normal(18.0, 4.0, n), 6.0, 35.0)
+    rsa = np.clip(30.0 * vagal, 15.0, 90.0)
+    # Mayer waves share part of the vagal tone (baroreflex): keeps LF/HF within human range.
+    mayer = np.clip(34.0 * vagal**0.6 * np.exp(rng.normal(0.0, 0.22, n)), 8.0, 70.0)
+    drift = np.clip(rng.normal(14.0, 3.0, n), 6.0, 28.0)
     noise = np.clip(7.0 * vagal, 3.0, 16.0)
     breathing = np.clip(rng.normal(14.5, 2.3, n), 10.0, 20.0)
     sbp = np.clip(rng.normal(117.0, 8.0, n), 98.0, 138.0)
@@ -139,7 +140,7 @@ def sample_population(
     sbp_gain = np.clip(rng.normal(26.0, 3.5, n), 20.0, 33.0)
     br_gain = np.clip(rng.normal(5.0, 1.2, n), 2.5, 8.0)
     onset = rng.uniform(10.0, 25.0, n)
-    recovery = rng.uniform(50.0, 95.0, n)
+    recovery = rng.uniform(40.0, 80.0, n)
     return [
         PersonProfile(
             person_id=f"{id_prefix}{i}",

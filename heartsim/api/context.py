@@ -1,0 +1,180 @@
+"""Per-app state and the FastAPI dependencies that reach it.
+
+Each app built by :func:`heartsim.api.create_app` carries one :class:`AppContext` in
+``app.state.heartsim``; nothing lives at module level, so several apps (tests, notebooks) coexist.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
+
+from heartsim.api.errors import ApiError, unknown_person
+from heartsim.api.security import (
+    RateLimiter,
+    TokenAuth,
+    origin_allowed,
+    presented_token,
+    too_many_requests,
+    unauthorized,
+)
+from heartsim.engine import Engine
+from heartsim.hub import Hub
+from heartsim.runner import Runner
+from heartsim.schema import MAX_PERSON_ID_LENGTH
+
+
+@dataclass
+class WebSocketSettings:
+    """Tuning of WebSocket delivery.
+
+    Parameters
+    ----------
+    client_buffer_bytes
+        Bytes a client may have waiting in the server's user-space send buffer before it is
+        considered too slow and disconnected (close 1008).
+    socket_send_buffer_bytes
+        ``SO_SNDBUF`` set on each WebSocket connection (``None`` keeps the kernel's autotuning).
+        A cap bounds the kernel memory a stalled client can pin and makes it detected sooner.
+    queue_size
+        Messages queued per client on the fallback path (servers other than uvicorn's
+        websockets-sansio protocol, where frames cannot be written to the transport directly).
+    close_grace_s
+        After closing a slow client, seconds its connection may take to flush before it is
+        aborted.
+    max_message_bytes
+        Largest inbound message accepted (clients only ever need to send ``ping``); bigger
+        ones close the connection with 1009.
+    """
+
+    client_buffer_bytes: int = 256 * 1024
+    socket_send_buffer_bytes: int | None = 64 * 1024
+    queue_size: int = 512
+    close_grace_s: float = 2.0
+    max_message_bytes: int = 4096
+
+
+@dataclass
+class AppContext:
+    """Everything routes need: the engine, hub, runner and access-control settings."""
+
+    engine: Engine
+    hub: Hub
+    runner: Runner
+    auth: TokenAuth
+    public_read: bool
+    cors_origins: tuple[str, ...]
+    max_clients: int
+    limiter: RateLimiter | None
+    ws: WebSocketSettings
+    version: str
+    started_at: float = field(default_factory=time.monotonic)
+    websocket_clients: int = 0
+
+    @property
+    def uptime_s(self) -> float:
+        """Seconds since the app was created."""
+        return time.monotonic() - self.started_at
+
+
+def context_of(connection: HTTPConnection) -> AppContext:
+    """The :class:`AppContext` of the app serving ``connection`` (request or WebSocket)."""
+    return connection.app.state.heartsim
+
+
+def get_ctx(request: Request) -> AppContext:
+    """Dependency: the app's context."""
+    return context_of(request)
+
+
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="The server's token, when it has one (control routes and WebSocket; read routes "
+    "too if public_read is off)",
+)
+_query_token = APIKeyQuery(
+    name="token", auto_error=False, description="The token as ?token= (for browsers)"
+)
+
+
+def _check_token(
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None,
+    query_token: str | None,
+) -> None:
+    ctx = context_of(request)
+    if not ctx.auth.enabled:
+        return
+    bearer = f"Bearer {credentials.credentials}" if credentials is not None else None
+    if not ctx.auth.accepts(presented_token(bearer, query_token)):
+        raise unauthorized()
+
+
+def control_guard(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    query_token: Annotated[str | None, Depends(_query_token)],
+) -> None:
+    """Dependency of control routes: same-origin check, rate limit, then token."""
+    ctx = context_of(request)
+    if not origin_allowed(
+        request.headers.get("origin"), request.headers.get("host"), ctx.cors_origins
+    ):
+        raise ApiError(
+            403,
+            "Forbidden origin",
+            f"Origin {request.headers.get('origin')!r} may not control this server; "
+            "start it with --cors-origin to allow it",
+        )
+    if ctx.limiter is not None:
+        client = request.client.host if request.client is not None else "unknown"
+        wait = ctx.limiter.acquire(client)
+        if wait > 0.0:
+            raise too_many_requests(wait)
+    _check_token(request, credentials, query_token)
+
+
+def read_guard(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    query_token: Annotated[str | None, Depends(_query_token)],
+) -> None:
+    """Dependency of read-only routes: a token only when ``public_read`` is off."""
+    if not context_of(request).public_read:
+        _check_token(request, credentials, query_token)
+
+
+def resolve_person(ctx: AppContext, person: str | None) -> str:
+    """``person`` if it exists, the default person if ``None``; 404 if unknown."""
+    if person is None:
+        return ctx.engine.default_person
+    try:
+        ctx.engine.profile(person)
+    except (ValueError, KeyError):
+        raise unknown_person(person, ctx.engine.person_ids) from None
+    return person
+
+
+def person_param(
+    request: Request,
+    person: Annotated[
+        str | None,
+        Query(
+            max_length=MAX_PERSON_ID_LENGTH,
+            description="Person id (GET /persons); the default person if omitted",
+            examples=["p0"],
+        ),
+    ] = None,
+) -> str:
+    """Dependency: the ``?person=`` id, resolved (404 if unknown)."""
+    return resolve_person(context_of(request), person)
+
+
+PersonParam = Annotated[str, Depends(person_param)]

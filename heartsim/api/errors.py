@@ -1,0 +1,177 @@
+"""Error responses: one body shape (:class:`~heartsim.schema.ErrorBody`) for every error.
+
+422 bodies name the offending field and its allowed range, whether FastAPI's validation or the
+engine (a ``ValueError`` naming the parameter) rejected the value.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from heartsim.schema import ErrorBody, ValidationErrorBody, describe_range
+
+
+class ApiError(Exception):
+    """An error answered with ``{"error": ..., "message": ...}`` and ``status``.
+
+    Parameters
+    ----------
+    status
+        HTTP status code.
+    error
+        Short title, e.g. ``"Unknown person"``.
+    message
+        What happened and what to do.
+    headers
+        Extra response headers (``Retry-After``, ``WWW-Authenticate``).
+    """
+
+    def __init__(
+        self, status: int, error: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def unknown_person(person: str, known: list[str]) -> ApiError:
+    """404 for a ``?person=`` that does not exist."""
+    shown = known if len(known) <= 20 else [*known[:20], "..."]
+    return ApiError(
+        404,
+        "Unknown person",
+        f"person {person!r} is unknown; known persons: {shown} (GET /persons)",
+    )
+
+
+def not_running(state: str) -> ApiError:
+    """400 for a command that needs a running simulation."""
+    return ApiError(
+        400,
+        "Simulation not running",
+        f"The simulation is {state}; start it first using POST /simulation/start",
+    )
+
+
+_FIELD_AT_START = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*) ")
+
+
+def engine_value_error(exc: ValueError, location: str = "query") -> ApiError:
+    """422 from an engine ``ValueError`` (its message names the parameter and its range)."""
+    message = str(exc)
+    match = _FIELD_AT_START.match(message)
+    field = match.group(1) if match else None
+    detail = [{"loc": [location, field or "value"], "msg": message, "type": "value_error"}]
+    return _ValidationApiError(message, field, detail)
+
+
+class _ValidationApiError(ApiError):
+    def __init__(self, message: str, field: str | None, detail: list[dict[str, Any]]) -> None:
+        super().__init__(422, "Invalid parameter", message)
+        self.field = field
+        self.detail = detail
+
+
+def _field_message(issue: Mapping[str, Any]) -> tuple[str | None, str]:
+    loc = [part for part in issue.get("loc", ()) if part not in ("query", "body", "path")]
+    field = ".".join(str(part) for part in loc) if loc else None
+    name = str(loc[-1]) if loc else None
+    got = issue.get("input")
+    rule = describe_range(name) if name is not None else None
+    if issue.get("type") == "missing":
+        return field, f"{field} is required" + (f" ({rule})" if rule else "")
+    if rule is not None:
+        return field, f"{field} must be {rule}, got {got!r}"
+    return field, f"{field}: {issue.get('msg')}" if field else str(issue.get("msg"))
+
+
+def _json_error(
+    status: int, body: ErrorBody, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        body.model_dump(mode="json"), status_code=status, headers=dict(headers or {})
+    )
+
+
+async def _api_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    if isinstance(exc, _ValidationApiError):
+        body: ErrorBody = ValidationErrorBody(
+            error=exc.error, message=exc.message, field=exc.field, detail=exc.detail
+        )
+    else:
+        body = ErrorBody(error=exc.error, message=exc.message)
+    return _json_error(exc.status, body, exc.headers)
+
+
+async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    issues = jsonable_encoder(exc.errors())
+    field, message = _field_message(issues[0]) if issues else (None, "invalid request")
+    if len(issues) > 1:
+        others = "; ".join(_field_message(issue)[1] for issue in issues[1:4])
+        message = f"{message}; {others}"
+    body = ValidationErrorBody(
+        error="Invalid parameter", message=message, field=field, detail=issues
+    )
+    return _json_error(422, body)
+
+
+async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
+    message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    if exc.status_code == 404:
+        message = f"No route {request.url.path}; see GET /docs for the API"
+    return _json_error(exc.status_code, ErrorBody(error=title, message=message), exc.headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer every error of ``app`` with an :class:`~heartsim.schema.ErrorBody`."""
+    app.add_exception_handler(ApiError, _api_error_handler)
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_error_handler)
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries for ``statuses``, with their body models."""
+    described = {
+        400: "Simulation not running",
+        401: "Missing or wrong token (send Authorization: Bearer TOKEN or ?token=TOKEN)",
+        403: "Cross-origin request from an origin not allowed (see cors_origins)",
+        404: "Unknown person, or no data yet",
+        409: "Conflict with the current persons",
+        422: "A parameter is out of range or malformed; the body names it and its range",
+        429: "Too many control requests from this client; retry after Retry-After seconds",
+        501: "Not supported by this engine",
+    }
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        model = ValidationErrorBody if status == 422 else ErrorBody
+        entry: dict[str, Any] = {"model": model, "description": described[status]}
+        if status == 429:
+            entry["headers"] = {
+                "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}
+            }
+        out[status] = entry
+    return out
+
+
+__all__ = [
+    "ApiError",
+    "engine_value_error",
+    "error_responses",
+    "install_error_handlers",
+    "not_running",
+    "unknown_person",
+]

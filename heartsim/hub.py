@@ -1,0 +1,518 @@
+"""The hub: the one place messages fan out from.
+
+The runner publishes each tick's samples here. The hub
+
+- encodes every sample **once** (orjson) into a :class:`Message`, which also carries the
+  ready-made WebSocket text frame, so a thousand WebSocket clients cost one encoding and
+  one framing, not a thousand;
+- keeps a bounded per-person history (:class:`History`) for ``GET /heartbeat/history`` and
+  for WebSocket ``?since=`` replay;
+- hands each message to every subscriber of its person. A subscriber's :meth:`~Subscriber.deliver`
+  never blocks: it either takes the message into its own bounded buffer or reports overflow,
+  upon which the hub disconnects it and counts it. A slow subscriber therefore never delays
+  the others, and memory stays bounded.
+
+Replay then live, with no gap and no duplicate: :meth:`Hub.subscribe` replays the buffered
+messages after ``since`` and registers the subscriber in one synchronous step, and messages are
+delivered synchronously from :meth:`Hub.publish`, so no message can fall between the two.
+
+Messages travel from publisher to the fan-out through a :class:`Backend`. :class:`LocalBackend`
+delivers in-process; a Redis backend (multi-server) can implement the same three methods.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import bisect
+import collections
+import itertools
+import logging
+import struct
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+logger = logging.getLogger(__name__)
+
+#: Close codes (RFC 6455) the hub asks subscribers to close with.
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_TRY_AGAIN_LATER = 1013
+
+_ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A complete, unmasked, unfragmented WebSocket text frame (RFC 6455 §5.2) of ``payload``.
+
+    Servers never mask their frames, so the same bytes are valid on every connection; without a
+    negotiated extension that rewrites frames (we never compress), they are exactly what the
+    ``websockets`` protocol would produce.
+    """
+    n = len(payload)
+    if n < 126:
+        header = struct.pack("!BB", 0x81, n)
+    elif n < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, n)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, n)
+    return header + payload
+
+
+class Message:
+    """One encoded message: JSON ``payload`` and its WebSocket ``frame``, built once.
+
+    Only ``frame`` is stored; ``payload`` is a zero-copy view into it.
+    """
+
+    __slots__ = ("_offset", "frame", "person_id", "seq", "t")
+
+    def __init__(self, person_id: str, seq: int, t: float, payload: bytes) -> None:
+        self.person_id = person_id
+        self.seq = seq
+        self.t = t
+        self.frame = text_frame(payload)
+        self._offset = len(self.frame) - len(payload)
+
+    @classmethod
+    def encode(cls, sample: Mapping[str, Any]) -> Message:
+        """Encode one heartbeat sample (a dict with ``person_id``, ``seq`` and ``t``)."""
+        return cls(
+            sample["person_id"],
+            sample["seq"],
+            sample["t"],
+            orjson.dumps(sample, option=_ORJSON_OPTIONS),
+        )
+
+    @property
+    def payload(self) -> memoryview:
+        """The JSON text (UTF-8), a view into :attr:`frame`."""
+        return memoryview(self.frame)[self._offset :]
+
+    def data(self) -> dict[str, Any]:
+        """The message decoded into a fresh dict."""
+        return orjson.loads(self.payload)
+
+    def __repr__(self) -> str:
+        return f"Message(person_id={self.person_id!r}, seq={self.seq}, {len(self.frame)} bytes)"
+
+
+# ----- history ---------------------------------------------------------------------------------
+class History:
+    """Bounded history of one person's messages, oldest first.
+
+    Keeps the messages of the last ``history_s`` seconds of simulation time, and at most
+    ``max_messages`` of them.
+    """
+
+    __slots__ = ("_messages", "history_s")
+
+    def __init__(self, history_s: float, max_messages: int) -> None:
+        self.history_s = history_s
+        self._messages: collections.deque[Message] = collections.deque(maxlen=max_messages)
+
+    def append(self, message: Message) -> None:
+        """Add ``message`` (newer than every buffered one) and forget what is too old."""
+        messages = self._messages
+        messages.append(message)
+        horizon = message.t - self.history_s
+        while messages[0].t < horizon:
+            messages.popleft()
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    @property
+    def oldest_seq(self) -> int | None:
+        """seq of the oldest buffered message."""
+        return self._messages[0].seq if self._messages else None
+
+    @property
+    def latest(self) -> Message | None:
+        """The newest message."""
+        return self._messages[-1] if self._messages else None
+
+    def after(self, since: int | None, limit: int | None = None) -> list[Message]:
+        """Messages with ``seq > since``, oldest first, at most ``limit`` of them.
+
+        ``since=None`` gives the newest ``limit`` messages (all if ``limit`` is ``None``).
+        """
+        messages = self._messages
+        if since is None:
+            start = 0 if limit is None else max(0, len(messages) - limit)
+        else:
+            start = bisect.bisect_right(messages, since, key=_seq)
+        stop = len(messages) if limit is None else min(len(messages), start + limit)
+        return list(itertools.islice(messages, start, stop))
+
+
+def _seq(message: Message) -> int:
+    return message.seq
+
+
+# ----- subscribers -----------------------------------------------------------------------------
+class Subscriber(abc.ABC):
+    """Receives the messages of one person from the :class:`Hub`.
+
+    Subclasses implement :meth:`deliver`, which must never block or await: take the message into
+    a bounded buffer and return ``True``, or return ``False`` when that buffer is full. On
+    ``False`` the hub unsubscribes it, counts it and calls :meth:`close`.
+
+    Parameters
+    ----------
+    person_id
+        Whose messages to receive.
+    """
+
+    def __init__(self, person_id: str) -> None:
+        self.person_id = person_id
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self._closed: asyncio.Event | None = None
+
+    @abc.abstractmethod
+    def deliver(self, message: Message) -> bool:
+        """Take ``message`` without blocking; ``False`` if this subscriber cannot keep up."""
+
+    def replay(self, messages: Sequence[Message]) -> None:
+        """Take the replayed ``messages`` (a burst, allowed beyond the usual bound)."""
+        for message in messages:
+            self.deliver(message)
+
+    @property
+    def closed(self) -> bool:
+        """Whether the hub has closed this subscription."""
+        return self.close_code is not None
+
+    def close(self, code: int, reason: str) -> None:
+        """Called by the hub when the subscription ends (overflow, person removed, shutdown)."""
+        if self.close_code is None:
+            self.close_code = code
+            self.close_reason = reason
+            if self._closed is not None:
+                self._closed.set()
+
+    async def wait_closed(self) -> None:
+        """Wait until the hub closes this subscription."""
+        if self.close_code is not None:
+            return
+        if self._closed is None:
+            self._closed = asyncio.Event()
+        await self._closed.wait()
+
+
+class QueueSubscriber(Subscriber):
+    """An in-process subscriber with a bounded queue; iterate it to receive messages.
+
+    Parameters
+    ----------
+    person_id
+        Whose messages to receive.
+    maxsize
+        Most messages held; when full, the subscriber is dropped (``overflow="disconnect"``) or
+        the oldest message is discarded and counted in :attr:`dropped`
+        (``overflow="drop_oldest"``, for live plots that only need the latest).
+    """
+
+    def __init__(self, person_id: str, maxsize: int = 256, overflow: str = "disconnect") -> None:
+        if overflow not in ("disconnect", "drop_oldest"):
+            raise ValueError(f"overflow must be 'disconnect' or 'drop_oldest', got {overflow!r}")
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be >= 1, got {maxsize!r}")
+        super().__init__(person_id)
+        self.maxsize = maxsize
+        self.overflow = overflow
+        self.dropped = 0
+        self._limit = maxsize
+        self._queue: collections.deque[Message] = collections.deque()
+        self._ready: asyncio.Event | None = None
+
+    def deliver(self, message: Message) -> bool:
+        queue = self._queue
+        if len(queue) >= self._limit:
+            if self.overflow == "disconnect":
+                return False
+            queue.popleft()
+            self.dropped += 1
+        elif self._limit > self.maxsize and len(queue) < self.maxsize:
+            self._limit = self.maxsize  # the replay burst has drained
+        queue.append(message)
+        if self._ready is not None:
+            self._ready.set()
+        return True
+
+    def replay(self, messages: Sequence[Message]) -> None:
+        self._limit = self.maxsize + len(messages)
+        for message in messages:
+            self.deliver(message)
+
+    def close(self, code: int, reason: str) -> None:
+        super().close(code, reason)
+        if self._ready is not None:
+            self._ready.set()
+
+    def qsize(self) -> int:
+        """Messages waiting."""
+        return len(self._queue)
+
+    def get_nowait(self) -> Message | None:
+        """The next message, or ``None`` if none is waiting."""
+        return self._queue.popleft() if self._queue else None
+
+    async def get(self) -> Message:
+        """The next message; raises :class:`SubscriptionClosed` once closed and drained."""
+        while not self._queue:
+            if self.closed:
+                raise SubscriptionClosed(self.close_code or CLOSE_NORMAL, self.close_reason)
+            if self._ready is None:
+                self._ready = asyncio.Event()
+            self._ready.clear()
+            await self._ready.wait()
+        return self._queue.popleft()
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Message]:
+        while True:
+            try:
+                yield await self.get()
+            except SubscriptionClosed:
+                return
+
+
+class SubscriptionClosed(Exception):
+    """Raised by :meth:`QueueSubscriber.get` once the hub has closed the subscription."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"subscription closed ({code}): {reason}")
+        self.code = code
+        self.reason = reason
+
+
+# ----- backends --------------------------------------------------------------------------------
+class Backend(abc.ABC):
+    """Carries published messages to the hub's local fan-out (possibly via other servers).
+
+    The hub calls :meth:`bind` once with its delivery callback; :meth:`publish` must not block.
+    """
+
+    def bind(self, deliver: Callable[[Sequence[Message]], None]) -> None:
+        """Set the callback that fans a batch of messages out locally."""
+        self._deliver = deliver
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Connect (nothing to do for local delivery)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Disconnect (nothing to do for local delivery)."""
+
+    @abc.abstractmethod
+    def publish(self, messages: Sequence[Message]) -> None:
+        """Send ``messages`` to every hub of the deployment (this one included)."""
+
+
+class LocalBackend(Backend):
+    """Single-process delivery: publishing fans out immediately, synchronously."""
+
+    def publish(self, messages: Sequence[Message]) -> None:
+        self._deliver(messages)
+
+
+# ----- the hub ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HubStats:
+    """Counters of a :class:`Hub` since creation."""
+
+    messages_published: int
+    messages_sent: int
+    messages_dropped: int
+    clients_dropped: int
+    subscribers: int
+
+
+@dataclass(frozen=True)
+class ReplayInfo:
+    """What :meth:`Hub.subscribe` replayed."""
+
+    replayed: int
+    missed: int
+    latest_seq: int | None
+
+
+class Hub:
+    """Fan-out, history and accounting of the message stream.
+
+    Must be used from one event loop (the runner's); nothing here awaits.
+
+    Parameters
+    ----------
+    backend
+        Message transport between publishers and the local fan-out; :class:`LocalBackend` if
+        ``None``.
+    history_s
+        Seconds of simulation history kept per person (default 10 minutes).
+    max_history
+        Hard cap on buffered messages per person (default: 10 minutes at 50 Hz).
+    """
+
+    def __init__(
+        self,
+        backend: Backend | None = None,
+        *,
+        history_s: float = 600.0,
+        max_history: int = 30_000,
+    ) -> None:
+        if history_s <= 0 or max_history < 1:
+            raise ValueError(
+                f"history_s must be > 0 and max_history >= 1, got {history_s!r}, {max_history!r}"
+            )
+        self.backend = backend if backend is not None else LocalBackend()
+        self.backend.bind(self._fan_out)
+        self.history_s = float(history_s)
+        self.max_history = int(max_history)
+        self._histories: dict[str, History] = {}
+        self._subscribers: dict[str, dict[int, Subscriber]] = {}
+        self._count = 0
+        self.messages_published = 0
+        self.messages_sent = 0
+        self.messages_dropped = 0
+        self.clients_dropped = 0
+
+    # ----- publishing --------------------------------------------------------------------------
+    def publish(self, samples: Iterable[Mapping[str, Any]]) -> list[Message]:
+        """Encode ``samples`` (heartbeat dicts) once each and deliver them to every subscriber."""
+        messages = [Message.encode(sample) for sample in samples]
+        if messages:
+            self.backend.publish(messages)
+        return messages
+
+    def _fan_out(self, messages: Sequence[Message]) -> None:
+        histories = self._histories
+        for message in messages:
+            person = message.person_id
+            history = histories.get(person)
+            if history is None:
+                history = histories[person] = History(self.history_s, self.max_history)
+            history.append(message)
+            self.messages_published += 1
+            subscribers = self._subscribers.get(person)
+            if subscribers:
+                self._deliver(message, subscribers)
+
+    def _deliver(self, message: Message, subscribers: dict[int, Subscriber]) -> None:
+        # The hot loop: one call per subscriber and message; nothing here may block or await.
+        overflowed: list[Subscriber] = []
+        sent = 0
+        for subscriber in list(subscribers.values()):
+            try:
+                ok = subscriber.deliver(message)
+            except (OSError, RuntimeError) as exc:
+                logger.warning("dropping subscriber %r: delivery failed: %s", subscriber, exc)
+                ok = False
+            if ok:
+                sent += 1
+            else:
+                overflowed.append(subscriber)
+        self.messages_sent += sent
+        for subscriber in overflowed:
+            self.messages_dropped += 1
+            self.clients_dropped += 1
+            logger.info(
+                "disconnecting slow subscriber %r of person %s", subscriber, message.person_id
+            )
+            self._remove(subscriber, CLOSE_POLICY_VIOLATION, "too slow: send buffer overflow")
+
+    # ----- subscribing -------------------------------------------------------------------------
+    def subscribe(self, subscriber: Subscriber, since: int | None = None) -> ReplayInfo:
+        """Register ``subscriber``; first replay the buffered messages after ``since``.
+
+        Replay and registration happen in one synchronous step, so the subscriber receives every
+        message after ``since`` (within the buffer) exactly once, in order.
+        """
+        person = subscriber.person_id
+        history = self._histories.get(person)
+        replayed: list[Message] = []
+        missed = 0
+        if since is not None and history is not None:
+            replayed = history.after(since)
+            oldest = history.oldest_seq
+            if oldest is not None and since < oldest - 1:
+                missed = oldest - 1 - since
+        if replayed:
+            subscriber.replay(replayed)
+            self.messages_sent += len(replayed)
+        self._count += 1
+        self._subscribers.setdefault(person, {})[id(subscriber)] = subscriber
+        latest = history.latest if history is not None else None
+        return ReplayInfo(len(replayed), missed, latest.seq if latest is not None else None)
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Stop delivering to ``subscriber`` (no-op if not subscribed)."""
+        subscribers = self._subscribers.get(subscriber.person_id)
+        if subscribers is not None and subscribers.pop(id(subscriber), None) is not None:
+            self._count -= 1
+
+    def _remove(self, subscriber: Subscriber, code: int, reason: str) -> None:
+        self.unsubscribe(subscriber)
+        subscriber.close(code, reason)
+
+    def stream(
+        self,
+        person_id: str,
+        *,
+        since: int | None = None,
+        maxsize: int = 256,
+        overflow: str = "disconnect",
+    ) -> QueueSubscriber:
+        """Subscribe an in-process consumer; iterate the result (``async for message in ...``).
+
+        Call :meth:`unsubscribe` with it when done.
+        """
+        subscriber = QueueSubscriber(person_id, maxsize=maxsize, overflow=overflow)
+        self.subscribe(subscriber, since=since)
+        return subscriber
+
+    def drop_person(self, person_id: str) -> None:
+        """Forget ``person_id``'s history and close its subscribers (the person was removed)."""
+        self._histories.pop(person_id, None)
+        for subscriber in list(self._subscribers.pop(person_id, {}).values()):
+            self._count -= 1
+            subscriber.close(CLOSE_NORMAL, f"person {person_id} was removed")
+
+    def close_all(self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutting down") -> None:
+        """Close every subscription (server shutdown)."""
+        for person in list(self._subscribers):
+            for subscriber in list(self._subscribers.pop(person).values()):
+                subscriber.close(code, reason)
+        self._count = 0
+
+    # ----- reading -----------------------------------------------------------------------------
+    def history(self, person_id: str) -> History | None:
+        """The buffered history of ``person_id`` (``None`` before its first message)."""
+        return self._histories.get(person_id)
+
+    def latest(self, person_id: str) -> Message | None:
+        """The newest message of ``person_id``."""
+        history = self._histories.get(person_id)
+        return history.latest if history is not None else None
+
+    def subscriber_count(self, person_id: str | None = None) -> int:
+        """Subscribers of ``person_id``, or of everyone."""
+        if person_id is None:
+            return self._count
+        return len(self._subscribers.get(person_id, ()))
+
+    def stats(self) -> HubStats:
+        """A snapshot of the counters."""
+        return HubStats(
+            self.messages_published,
+            self.messages_sent,
+            self.messages_dropped,
+            self.clients_dropped,
+            self._count,
+        )

@@ -1,0 +1,259 @@
+"""The runner: drives an :class:`~heartsim.engine.Engine` from a clock on an asyncio loop.
+
+``clock="real"`` ticks at ``engine.tick_hz`` on the loop's monotonic clock without drift: tick
+``k`` is due at ``t0 + k / tick_hz``, computed from the anchor rather than by adding sleeps, so
+sleep overshoot never accumulates. A tick that fires more than a period late does not cause a
+burst of catch-up ticks: the schedule skips ahead, the skipped ticks are counted, and the engine
+advances by the whole elapsed time in one step (so no beat is lost: ``rr_ms`` of that message
+holds every beat since the previous one). ``clock="virtual"`` runs ticks back to back, as fast as
+the loop allows, each exactly one period of simulation time: deterministic, for tests.
+
+The runner task runs for the server's lifetime; starting and stopping the *simulation* goes
+through the engine (a stopped engine produces no samples, the runner just keeps time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from heartsim.engine import MAX_TICK_HZ, Engine, SimulationState
+from heartsim.hub import Hub
+
+logger = logging.getLogger(__name__)
+
+Clock = Literal["real", "virtual"]
+#: The engine's lower bound for ``tick_hz``.
+MIN_TICK_HZ = 0.1
+#: Longest stretch (s) one late tick catches up; after a longer stall (a suspended laptop) the
+#: schedule restarts from now instead of simulating the whole gap in one step.
+MAX_CATCH_UP_S = 5.0
+
+
+@dataclass(frozen=True)
+class TickStats:
+    """Timing of the runner's recent ticks.
+
+    Lag is how late a tick fired after its scheduled time, in ms, over the last
+    ``window`` ticks; ``jitter_ms`` is its standard deviation.
+    """
+
+    ticks: int
+    ticks_skipped: int
+    tick_errors: int
+    lag_ms_p50: float
+    lag_ms_p99: float
+    lag_ms_max: float
+    jitter_ms: float
+    window: int
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in 0..100) of already sorted values."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, math.ceil(q / 100.0 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def iso_utc(epoch_s: float) -> str:
+    """``2026-01-09T12:00:00.500000Z`` for epoch seconds (the engine's ``timestamp`` format)."""
+    return datetime.fromtimestamp(epoch_s, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+class Runner:
+    """Drives ``engine.advance`` from a clock and publishes every tick's samples to ``hub``.
+
+    Parameters
+    ----------
+    engine
+        The simulation; its ``tick_hz`` sets the rate.
+    hub
+        Where samples go.
+    clock
+        ``"real"`` (wall time, drift-free) or ``"virtual"`` (as fast as possible, deterministic).
+    lag_window
+        How many recent ticks the lag statistics cover.
+
+    Examples
+    --------
+    >>> import asyncio
+    >>> from heartsim import Engine
+    >>> from heartsim.hub import Hub
+    >>> async def demo():
+    ...     engine, hub = Engine(seed=1), Hub()
+    ...     engine.start()
+    ...     await Runner(engine, hub, clock="virtual").run_for(2.0)
+    ...     return hub.latest("p0").seq
+    >>> asyncio.run(demo())
+    4
+    """
+
+    def __init__(
+        self, engine: Engine, hub: Hub, clock: Clock = "real", *, lag_window: int = 1024
+    ) -> None:
+        if clock not in ("real", "virtual"):
+            raise ValueError(f"clock must be 'real' or 'virtual', got {clock!r}")
+        self.engine = engine
+        self.hub = hub
+        self.clock: Clock = clock
+        self.ticks = 0
+        self.ticks_skipped = 0
+        self.tick_errors = 0
+        self._lags_s: collections.deque[float] = collections.deque(maxlen=lag_window)
+        self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Future[None] | None = None
+        self._reschedule = False
+
+    # ----- lifecycle ---------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """Whether the runner task is alive."""
+        return self._task is not None and not self._task.done()
+
+    @property
+    def tick_hz(self) -> float:
+        """Ticks per second (the engine's)."""
+        return self.engine.tick_hz
+
+    def start(self) -> None:
+        """Start the runner task on the running loop (no-op if already running)."""
+        if self.running:
+            return
+        run = self._run_real if self.clock == "real" else self._run_virtual
+        self._task = asyncio.get_running_loop().create_task(run(), name="heartsim-runner")
+
+    async def stop(self) -> None:
+        """Stop the runner task and wait for it."""
+        task, self._task = self._task, None
+        if task is None or task.done():
+            return
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+
+    def set_tick_hz(self, tick_hz: float) -> None:
+        """Change the rate (0.1 to 50 Hz); the real-time schedule restarts from now."""
+        if isinstance(tick_hz, bool) or not isinstance(tick_hz, (int, float)):
+            raise ValueError(
+                f"tick_hz must be a number between {MIN_TICK_HZ:g} and {MAX_TICK_HZ:g}"
+            )
+        if not math.isfinite(tick_hz) or not MIN_TICK_HZ <= tick_hz <= MAX_TICK_HZ:
+            raise ValueError(
+                f"tick_hz must be between {MIN_TICK_HZ:g} and {MAX_TICK_HZ:g}, got {tick_hz!r}"
+            )
+        # The engine's tick_hz is informational (advance takes dt); it is the shared setting.
+        self.engine.tick_hz = float(tick_hz)
+        self._reschedule = True
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    # ----- ticking -----------------------------------------------------------------------------
+    def tick(self, dt_s: float | None = None) -> list[dict[str, Any]]:
+        """Advance the engine by ``dt_s`` (one period if ``None``) and publish the samples."""
+        dt_s = 1.0 / self.engine.tick_hz if dt_s is None else dt_s
+        self.ticks += 1
+        try:
+            samples = self.engine.advance(dt_s)
+            if samples and self.clock == "real":
+                # ts is when the message was produced (consumers measure latency with it), not
+                # the engine's simulated epoch, which drifts from wall time across stop/start.
+                now = time.time()
+                stamp = iso_utc(now)
+                for sample in samples:
+                    sample["ts"] = now
+                    sample["timestamp"] = stamp
+            if samples:
+                self.hub.publish(samples)
+        except (ValueError, ArithmeticError, TypeError, KeyError) as exc:
+            # One bad tick must not end the stream; log it and keep the clock going.
+            self.tick_errors += 1
+            logger.exception("tick failed: %s", exc)
+            return []
+        return samples
+
+    async def run_for(self, duration_s: float) -> int:
+        """Virtual time: run ``round(duration_s * tick_hz)`` ticks back to back; returns that."""
+        n = round(duration_s * self.engine.tick_hz)
+        for _ in range(n):
+            self.tick()
+            await asyncio.sleep(0)
+        return n
+
+    async def _run_virtual(self) -> None:
+        while True:
+            if self.engine.state is SimulationState.RUNNING:
+                self.tick()
+                await asyncio.sleep(0)
+            else:
+                await asyncio.sleep(0.01)
+
+    async def _run_real(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = 1.0 / self.engine.tick_hz
+        anchor = loop.time()
+        k = 0
+        while True:
+            k += 1
+            due = anchor + k * period
+            await self._sleep_until(loop, due)
+            now = loop.time()
+            if self._reschedule:
+                self._reschedule = False
+                period = 1.0 / self.engine.tick_hz
+                anchor, k = now, 0
+                continue
+            lag = max(0.0, now - due)
+            self._lags_s.append(lag)
+            steps = 1
+            if lag >= period:
+                late = int(lag // period)
+                self.ticks_skipped += late
+                if (late + 1) * period > MAX_CATCH_UP_S:
+                    anchor, k = now, 0
+                else:
+                    k += late
+                    steps += late
+            self.tick(steps * period)
+
+    async def _sleep_until(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        # A future resolved by call_at rather than asyncio.sleep, so set_tick_hz can wake us early.
+        wake = self._wake = loop.create_future()
+        handle = loop.call_at(when, _resolve, wake)
+        try:
+            await wake
+        finally:
+            handle.cancel()
+            self._wake = None
+
+    # ----- statistics --------------------------------------------------------------------------
+    def stats(self) -> TickStats:
+        """Tick counts and lag statistics of the recent ticks."""
+        lags = sorted(self._lags_s)
+        jitter = statistics.pstdev(lags) if len(lags) > 1 else 0.0
+        return TickStats(
+            ticks=self.ticks,
+            ticks_skipped=self.ticks_skipped,
+            tick_errors=self.tick_errors,
+            lag_ms_p50=_percentile(lags, 50) * 1e3,
+            lag_ms_p99=_percentile(lags, 99) * 1e3,
+            lag_ms_max=(lags[-1] if lags else 0.0) * 1e3,
+            jitter_ms=jitter * 1e3,
+            window=len(lags),
+        )
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
