@@ -13,7 +13,7 @@ def test_population_is_varied_realistic_and_deterministic():
     hr = np.array([p.resting_hr_bpm for p in people])
     breathing = np.array([p.breathing_rate_bpm for p in people])
     assert hr.min() >= 55 and hr.max() <= 85 and hr.std() > 4
-    assert breathing.min() >= 10 and breathing.max() <= 20 and breathing.std() > 1
+    assert breathing.min() >= 11 and breathing.max() <= 20 and breathing.std() > 1
     sbp = np.array([p.systolic_mmhg for p in people])
     dbp = np.array([p.diastolic_mmhg for p in people])
     assert 105 < np.median(sbp) < 130 and 65 < np.median(dbp) < 85

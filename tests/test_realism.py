@@ -1,7 +1,6 @@
 """Population realism: heartsim's HRV against published norms (Nunan et al. 2010) and the
 direction and size of acute-stress responses (Castaldo et al. 2015; Kim et al. 2018)."""
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -97,21 +96,32 @@ def test_labels_follow_the_protocol(stressed):
 
 
 def test_live_engine_and_batch_have_indistinguishable_hrv():
-    """The same person, ten minutes live (2 Hz ticks) and ten minutes in batch, 12 seeds each."""
+    """One person, 200 independent copies: ten minutes live (2 Hz ticks) against ten minutes in
+    batch; HRV of the last five minutes compared as distributions."""
     from scipy.stats import mannwhitneyu
 
     from heartsim import Engine, sample_population
 
     profile = sample_population(1, seed=99)[0]
-    live, batch = [], []
-    for seed in range(12):
-        engine = Engine(persons=[profile], seed=seed)
-        engine.start()
-        rr = [x for _ in range(1200) for s in engine.advance(0.5) for x in s["rr_ms"]]
-        live.append(hrv_time(np.array(rr[len(rr) // 2 :])))
-        beats = simulate(persons=[profile], duration_s=600, seed=1000 + seed, protocol="rest").beats
-        batch.append(hrv_time(beats.rr_ms.to_numpy()[len(beats) // 2 :]))
-    live, batch = pd.DataFrame(live), pd.DataFrame(batch)
+    copies = [profile.replace(person_id=f"copy{i}") for i in range(200)]
+    engine = Engine(persons=copies, seed=1)
+    engine.start()
+    rows = [
+        (s["person_id"], s["t"], rr)
+        for _ in range(1200)
+        for s in engine.advance(0.5)
+        for rr in s["rr_ms"]
+    ]
+    live_beats = pd.DataFrame(rows, columns=["person_id", "t_s", "rr_ms"])
+    batch_beats = simulate(persons=copies, duration_s=600, seed=2, protocol="rest").beats
+
+    def per_person(beats):
+        late = beats[beats.t_s > 300]
+        return pd.DataFrame(
+            [hrv_time(g.rr_ms.to_numpy()) for _, g in late.groupby("person_id", observed=True)]
+        )
+
+    live, batch = per_person(live_beats), per_person(batch_beats)
     for measure in ("mean_nn_ms", "sdnn_ms", "rmssd_ms", "pnn50_pct"):
         assert mannwhitneyu(live[measure], batch[measure]).pvalue > 0.01, measure
-        assert live[measure].median() == pytest.approx(batch[measure].median(), rel=0.25)
+        assert live[measure].median() == pytest.approx(batch[measure].median(), rel=0.05)

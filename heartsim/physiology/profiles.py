@@ -133,7 +133,8 @@ def sample_population(
     mayer = np.clip(34.0 * vagal**0.6 * np.exp(rng.normal(0.0, 0.22, n)), 8.0, 70.0)
     drift = np.clip(rng.normal(14.0, 3.0, n), 6.0, 28.0)
     noise = np.clip(7.0 * vagal, 3.0, 16.0)
-    breathing = np.clip(rng.normal(14.5, 2.3, n), 10.0, 20.0)
+    # From 11 /min: slower breathing moves RSA to the LF band edge (0.15 Hz) and blurs LF.
+    breathing = np.clip(rng.normal(14.5, 2.3, n), 11.0, 20.0)
     sbp = np.clip(rng.normal(117.0, 8.0, n), 98.0, 138.0)
     dbp = np.clip(sbp * 0.64 + rng.normal(0.0, 4.0, n), 60.0, 88.0)
     hr_gain = np.clip(rng.normal(37.0, 5.0, n), 28.0, 48.0)
