@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
 
@@ -19,14 +20,14 @@ import numpy as np
 import pandas as pd
 
 from heartsim.engine import WARMUP_S
-from heartsim.physiology.beats import BeatBlock, BeatState, breathing_rate_bpm, generate_beats
+from heartsim.physiology.beats import BeatBlock, BeatState, RawBeats, breathing_rate_bpm, run_beats
 from heartsim.physiology.profiles import PersonProfile, ProfileArrays, sample_population
 from heartsim.physiology.stress import LABELS, Episode, Schedule, label_codes
 from heartsim.physiology.windows import beat_keys, window_stats
 from heartsim.protocols import Protocol, as_protocol
 
 #: Simulated seconds per vectorised chunk (one progress-bar step).
-CHUNK_S = 300.0
+CHUNK_S = 60.0
 MAX_DURATION_S = 30 * 86400.0
 FORMATS = ("parquet", "csv")
 _TABLES = ("beats", "samples", "persons", "episodes")
@@ -75,7 +76,7 @@ def simulate(
         )
     if not isinstance(tick_hz, (int, float)) or not 0.1 <= tick_hz <= 50.0:
         raise ValueError(f"tick_hz must be between 0.1 and 50, got {tick_hz!r}")
-    population_seed, protocol_seed, sim_seed = np.random.SeedSequence(seed).spawn(3)
+    population_seed, protocol_seed, sim_seed, bulk_seed = np.random.SeedSequence(seed).spawn(4)
     if persons is None:
         if not isinstance(n_persons, (int, np.integer)) or not 1 <= n_persons <= 1_000_000:
             raise ValueError(f"n_persons must be between 1 and 1000000, got {n_persons!r}")
@@ -91,22 +92,32 @@ def simulate(
     arrays = ProfileArrays.from_profiles(persons)
     schedule = Schedule.from_episodes(episodes)
     rng = np.random.default_rng(sim_seed)
+    bulk_rng = np.random.default_rng(bulk_seed)
     state = BeatState.initial(arrays, -WARMUP_S, rng)
     report = _progress_reporter(progress, duration_s)
-    # The warm-up (before t = 0) only feeds the first ticks' windows: it is kept apart.
-    block = generate_beats(state, arrays, schedule, 0.0, rng, capacity=int(WARMUP_S * 3.5))
-    warmup = _beats_table([_person_major(block)], ids, arrays)
-    parts, t = [], 0.0
-    while t < duration_s:
-        t = min(t + CHUNK_S, float(duration_s))
-        # Capacity: enough rows for the fastest possible heart over the chunk (grows if not).
-        block = generate_beats(state, arrays, schedule, t, rng, capacity=int(CHUNK_S * 3.5))
-        parts.append(_person_major(block))
-        del block
-        report(t)
+
+    def finish(raw: RawBeats) -> dict[str, np.ndarray]:
+        return _person_major(raw.finish(arrays, schedule, bulk_rng))
+
+    # The sequential beat loop runs here while a worker thread derives and compacts the
+    # previous chunk: its large array operations release the GIL, so the two cores share the
+    # work. Chunks are finished in order with their own generator, so results stay determined.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="heartsim-simulate") as worker:
+        # The warm-up (before t = 0) only feeds the first ticks' windows: it is kept apart.
+        raw = run_beats(state, arrays, schedule, 0.0, rng, capacity=int(WARMUP_S * 3.5))
+        warmup_part = worker.submit(finish, raw)
+        parts, t = [], 0.0
+        while t < duration_s:
+            t = min(t + CHUNK_S, float(duration_s))
+            # Capacity: rows for the fastest possible heart over the chunk (grows if not).
+            raw = run_beats(state, arrays, schedule, t, rng, capacity=int(CHUNK_S * 3.5))
+            parts.append(worker.submit(finish, raw))
+            report(t)
+        warmup = _beats_table([warmup_part.result()], ids, arrays)
+        beats = _beats_table([p.result() for p in parts], ids, arrays)
     report(None)
     return SimulationResult(
-        beats=_beats_table(parts, ids, arrays),
+        beats=beats,
         persons=_persons_table(persons),
         episodes=_episodes_table(ids, episodes),
         duration_s=float(duration_s),

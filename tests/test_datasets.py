@@ -53,7 +53,7 @@ def test_samples_table_matches_the_stream_messages(lab):
     # The rr_ms lists partition the beats.
     beats_p0 = lab.beats[lab.beats.person_id == "p0"]
     flat = [x for lst in p0.rr_ms for x in lst]
-    assert flat == pytest.approx(beats_p0.rr_ms.round(1).tolist(), abs=0.051)
+    assert flat == pytest.approx(beats_p0.rr_ms.astype(float).round(1).tolist(), abs=0.051)
     stress = samples[samples.label == "stress"]
     assert stress.bpm.mean() > samples[samples.label == "rest"].bpm.mean() + 10
 

@@ -162,6 +162,25 @@ def generate_beats(
 ) -> BeatBlock:
     """Produce every beat that fires at or before ``t_end_s``, advancing ``state`` in place.
 
+    The beat loop (:func:`run_beats`) then the bulk derivations (:meth:`RawBeats.finish`), both
+    with ``rng``. Parameters as for :func:`run_beats`.
+    """
+    return run_beats(state, profiles, schedule, t_end_s, rng, capacity=capacity).finish(
+        profiles, schedule, rng
+    )
+
+
+def run_beats(
+    state: BeatState,
+    profiles: ProfileArrays,
+    schedule: Schedule,
+    t_end_s: float,
+    rng: np.random.Generator,
+    *,
+    capacity: int = 4,
+) -> RawBeats:
+    """The sequential beat loop: every beat at or before ``t_end_s``, advancing ``state``.
+
     Parameters
     ----------
     state
@@ -223,7 +242,54 @@ def generate_beats(
         rr = _next_rr(profiles, state, beat_noise)
         state.pending_rr_ms = np.where(fire, rr, state.pending_rr_ms)
         state.next_beat_s = np.where(fire, t + rr * 1e-3, t)
-    return out.block(k, t_end_s, profiles, schedule, rng)
+    return out.raw(k, t_end_s)
+
+
+@dataclass
+class RawBeats:
+    """What the beat loop records, arrays of shape ``(n_iter, n_persons)``: beat times (s),
+    intervals (ms), stress, the LF oscillator and the HF oscillator's imaginary part (for blood
+    pressure) and the schedule step (for labels). :meth:`finish` derives the rest in bulk."""
+
+    t_s: np.ndarray
+    rr_ms: np.ndarray
+    stress: np.ndarray
+    lf: np.ndarray
+    hf_im: np.ndarray
+    cursor: np.ndarray
+    t_end_s: float
+
+    def finish(
+        self, profiles: ProfileArrays, schedule: Schedule, rng: np.random.Generator
+    ) -> BeatBlock:
+        """Validity, labels, breathing and blood pressure, vectorised over the whole block.
+
+        A person who did not fire in row ``k`` had its pending beat, later than ``t_end_s``,
+        recorded there: that is what marks the cell as padding.
+        """
+        stress = self.stress
+        noise = rng.random((2, *stress.shape), dtype=np.float32)
+        noise -= 0.5
+        noise *= _UNIT_UNIFORM
+        # Stress raises pressure; Mayer waves (LF) and breathing (HF) modulate it.
+        sbp_rise = profiles.sbp_reactivity_mmhg * stress
+        return BeatBlock(
+            valid=self.t_s <= self.t_end_s,
+            t_s=self.t_s,
+            rr_ms=self.rr_ms,
+            stress_level=stress,
+            label=label_codes(stress, schedule.active[self.cursor]),
+            systolic_mmhg=profiles.systolic_mmhg
+            + sbp_rise
+            + 3.0 * self.lf
+            + 1.5 * self.hf_im
+            + noise[0],
+            diastolic_mmhg=profiles.diastolic_mmhg
+            + DIASTOLIC_SHARE * sbp_rise
+            + 2.0 * self.lf
+            + 0.7 * noise[1],
+            breathing_rate_bpm=breathing_rate_bpm(profiles, stress),
+        )
 
 
 class _Buffers:
@@ -240,36 +306,5 @@ class _Buffers:
         for array, value in zip(self.arrays, values, strict=True):
             array[k] = value
 
-    def block(
-        self,
-        k: int,
-        t_end_s: float,
-        profiles: ProfileArrays,
-        schedule: Schedule,
-        rng: np.random.Generator,
-    ) -> BeatBlock:
-        """The filled rows; validity, labels, breathing and blood pressure derived in bulk,
-        outside the loop (labels from the schedule step each beat fell in: ``cursor``).
-
-        A person who did not fire in row ``k`` had its pending beat, later than ``t_end_s``,
-        recorded there: that is what marks the cell as padding.
-        """
-        t_s, rr_ms, stress, lf, hf_im, cursor = (a[:k] for a in self.arrays)
-        active = schedule.active[cursor]
-        noise = rng.random((2, *t_s.shape), dtype=np.float32)
-        noise -= 0.5
-        noise *= _UNIT_UNIFORM
-        # Stress raises pressure; Mayer waves (LF) and breathing (HF) modulate it.
-        sbp_rise = profiles.sbp_reactivity_mmhg * stress
-        systolic = profiles.systolic_mmhg + sbp_rise + 3.0 * lf + 1.5 * hf_im + noise[0]
-        diastolic = profiles.diastolic_mmhg + DIASTOLIC_SHARE * sbp_rise + 2.0 * lf + 0.7 * noise[1]
-        return BeatBlock(
-            valid=t_s <= t_end_s,
-            t_s=t_s,
-            rr_ms=rr_ms,
-            stress_level=stress,
-            label=label_codes(stress, active),
-            systolic_mmhg=systolic,
-            diastolic_mmhg=diastolic,
-            breathing_rate_bpm=breathing_rate_bpm(profiles, stress),
-        )
+    def raw(self, k: int, t_end_s: float) -> RawBeats:
+        return RawBeats(*(a[:k] for a in self.arrays), t_end_s=t_end_s)
