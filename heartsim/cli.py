@@ -1,4 +1,4 @@
-"""Command line: ``heartsim simulate`` (datasets) and ``heartsim serve`` (the streaming server)."""
+"""Command line: ``heartsim serve`` (the streaming server) and ``heartsim simulate`` (datasets)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pandas as pd
 
 from heartsim.datasets import FORMATS, SimulationResult, simulate
 from heartsim.hrv import hrv_time
+from heartsim.server import add_serve_arguments, run_serve
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)?\s*$")
 _UNIT_S = {None: 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
@@ -91,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", default="heartsim-data", help="output folder (default heartsim-data)")
     sim.add_argument("--format", choices=FORMATS, default="parquet", help="default parquet")
     sim.set_defaults(handler=_simulate_command)
+
+    serve = commands.add_parser(
+        "serve", help="run the streaming API server and the browser dashboard"
+    )
+    add_serve_arguments(serve)
+    serve.set_defaults(handler=run_serve)
     return parser
 
 

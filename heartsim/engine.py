@@ -38,6 +38,7 @@ DEFAULT_STRESS_DURATION_S = 60.0
 MAX_STRESS_DURATION_S = 3600.0
 #: Simulated history (s) before ``start``: the first sample already has a full 30 s HRV window.
 WARMUP_S = RMSSD_WINDOW_S
+MIN_TICK_HZ = 0.1
 MAX_TICK_HZ = 50.0
 MAX_SPONTANEOUS_PER_H = 60.0
 #: Spontaneous episodes: intensity range like the original system's (0.65 to 0.95); longer than
@@ -107,7 +108,7 @@ class Engine:
         spontaneous_stress_per_h: float = 0.0,
         epoch_s: float = 0.0,
     ) -> None:
-        self.tick_hz = _check_range("tick_hz", tick_hz, 0.1, MAX_TICK_HZ)
+        self.tick_hz = _check_range("tick_hz", tick_hz, MIN_TICK_HZ, MAX_TICK_HZ)
         self.spontaneous_stress_per_h = _check_range(
             "spontaneous_stress_per_h", spontaneous_stress_per_h, 0.0, MAX_SPONTANEOUS_PER_H
         )
@@ -244,13 +245,34 @@ class Engine:
         target.profile = target.profile.replace(resting_hr_bpm=bpm)
         self._refresh_profiles()
 
-    def configure(self, *, spontaneous_stress_per_h: float | None = None) -> None:
-        """Change simulation parameters at run time (validated; nothing changes on error)."""
+    def update_profile(self, person: str | None = None, **fields: float) -> PersonProfile:
+        """Change profile fields of ``person`` live (validated together; nothing changes on
+        error). ``person_id`` cannot change."""
+        target = self._persons[self._resolve(person)]
+        if "person_id" in fields and fields["person_id"] != target.profile.person_id:
+            raise ValueError("person_id cannot be changed")
+        target.profile = target.profile.replace(**fields)
+        self._refresh_profiles()
+        return target.profile
+
+    def configure(
+        self, *, tick_hz: float | None = None, spontaneous_stress_per_h: float | None = None
+    ) -> None:
+        """Change simulation parameters at run time (validated first; nothing changes on error).
+
+        ``tick_hz`` (0.1 to 50 Hz) is the rate the runner ticks at; ``spontaneous_stress_per_h``
+        (0 to 60) the mean rate of spontaneous stress episodes per person.
+        """
+        if tick_hz is not None:
+            tick_hz = _check_range("tick_hz", tick_hz, MIN_TICK_HZ, MAX_TICK_HZ)
         if spontaneous_stress_per_h is not None:
-            rate = _check_range(
+            spontaneous_stress_per_h = _check_range(
                 "spontaneous_stress_per_h", spontaneous_stress_per_h, 0.0, MAX_SPONTANEOUS_PER_H
             )
-            self.spontaneous_stress_per_h = rate
+        if tick_hz is not None:
+            self.tick_hz = tick_hz
+        if spontaneous_stress_per_h is not None:
+            self.spontaneous_stress_per_h = spontaneous_stress_per_h
             for person in self._persons.values():
                 person.next_spontaneous_s = self._draw_spontaneous_time(self.t_s)
 

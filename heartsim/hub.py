@@ -136,6 +136,10 @@ class History:
         """The newest message."""
         return self._messages[-1] if self._messages else None
 
+    def count_after(self, since: int) -> int:
+        """How many buffered messages have ``seq > since``."""
+        return len(self._messages) - bisect.bisect_right(self._messages, since, key=_seq)
+
     def after(self, since: int | None, limit: int | None = None) -> list[Message]:
         """Messages with ``seq > since``, oldest first, at most ``limit`` of them.
 
@@ -246,9 +250,11 @@ class QueueSubscriber(Subscriber):
         return True
 
     def replay(self, messages: Sequence[Message]) -> None:
-        self._limit = self.maxsize + len(messages)
-        for message in messages:
-            self.deliver(message)
+        # The burst may exceed maxsize; the bound returns once the queue has drained below it.
+        self._queue.extend(messages)
+        self._limit = max(self.maxsize, len(self._queue)) + self.maxsize
+        if self._ready is not None:
+            self._ready.set()
 
     def close(self, code: int, reason: str) -> None:
         super().close(code, reason)
@@ -264,10 +270,10 @@ class QueueSubscriber(Subscriber):
         return self._queue.popleft() if self._queue else None
 
     async def get(self) -> Message:
-        """The next message; raises :class:`SubscriptionClosed` once closed and drained."""
+        """The next message; raises :class:`SubscriptionClosedError` once closed and drained."""
         while not self._queue:
             if self.closed:
-                raise SubscriptionClosed(self.close_code or CLOSE_NORMAL, self.close_reason)
+                raise SubscriptionClosedError(self.close_code or CLOSE_NORMAL, self.close_reason)
             if self._ready is None:
                 self._ready = asyncio.Event()
             self._ready.clear()
@@ -281,11 +287,11 @@ class QueueSubscriber(Subscriber):
         while True:
             try:
                 yield await self.get()
-            except SubscriptionClosed:
+            except SubscriptionClosedError:
                 return
 
 
-class SubscriptionClosed(Exception):
+class SubscriptionClosedError(Exception):
     """Raised by :meth:`QueueSubscriber.get` once the hub has closed the subscription."""
 
     def __init__(self, code: int, reason: str) -> None:
@@ -436,20 +442,26 @@ class Hub:
         """
         person = subscriber.person_id
         history = self._histories.get(person)
-        replayed: list[Message] = []
-        missed = 0
-        if since is not None and history is not None:
-            replayed = history.after(since)
-            oldest = history.oldest_seq
-            if oldest is not None and since < oldest - 1:
-                missed = oldest - 1 - since
-        if replayed:
-            subscriber.replay(replayed)
-            self.messages_sent += len(replayed)
+        info = self.replay_info(person, since)
+        if info.replayed and history is not None:
+            subscriber.replay(history.after(since))
+            self.messages_sent += info.replayed
         self._count += 1
         self._subscribers.setdefault(person, {})[id(subscriber)] = subscriber
-        latest = history.latest if history is not None else None
-        return ReplayInfo(len(replayed), missed, latest.seq if latest is not None else None)
+        return info
+
+    def replay_info(self, person_id: str, since: int | None) -> ReplayInfo:
+        """What :meth:`subscribe` with ``since`` would replay right now."""
+        history = self._histories.get(person_id)
+        if history is None:
+            return ReplayInfo(0, 0, None)
+        latest = history.latest
+        latest_seq = latest.seq if latest is not None else None
+        if since is None:
+            return ReplayInfo(0, 0, latest_seq)
+        oldest = history.oldest_seq
+        missed = oldest - 1 - since if oldest is not None and since < oldest - 1 else 0
+        return ReplayInfo(history.count_after(since), missed, latest_seq)
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         """Stop delivering to ``subscriber`` (no-op if not subscribed)."""

@@ -16,18 +16,16 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
 from heartsim.engine import (
-    DEFAULT_STRESS_DURATION_S,
     MAX_SPONTANEOUS_PER_H,
     MAX_STRESS_DURATION_S,
     MAX_TICK_HZ,
+    MIN_TICK_HZ,
 )
 from heartsim.physiology.profiles import PROFILE_RANGES, PersonProfile
 
 #: Version of the stream message schema; bumped on any change of the message models.
 SCHEMA_VERSION = "1.0"
 
-#: The engine's lower bound for ``tick_hz`` (it has no named constant for it).
-MIN_TICK_HZ = 0.1
 #: Most messages one ``GET /heartbeat/history`` returns.
 MAX_HISTORY_LIMIT = 10_000
 #: Most characters of a person id (ids appear in URLs and log lines).
@@ -293,8 +291,6 @@ def _profile_field(name: str, *, required: bool) -> Any:
     return (kind, field)
 
 
-_DEFAULT_PROFILE = PersonProfile()
-
 #: A person's profile as sent in ``POST /persons`` and ``PATCH /persons/{id}``: every field
 #: optional and range-checked.
 PersonProfileIn: type[BaseModel] = create_model(  # type: ignore[call-overload]
@@ -355,7 +351,3 @@ class HistoryPage(BaseModel):
     missed: int = Field(description="Messages after ?since= no longer buffered (a gap)")
     more: bool = Field(description="More messages follow (ask again with since=last seq)")
     messages: list[HeartbeatMessage]
-
-
-#: Defaults shown in the docs.
-DEFAULTS = {"duration_s": DEFAULT_STRESS_DURATION_S, "profile": _DEFAULT_PROFILE}

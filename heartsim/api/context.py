@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CollectorRegistry
 from starlette.requests import HTTPConnection
 
 from heartsim.api.errors import ApiError, unknown_person
@@ -50,6 +51,10 @@ class WebSocketSettings:
     max_message_bytes
         Largest inbound message accepted (clients only ever need to send ``ping``); bigger
         ones close the connection with 1009.
+    ping_interval_s, ping_timeout_s
+        Protocol-level keepalive: a ping every ``ping_interval_s`` s, and a client that does
+        not answer within ``ping_timeout_s`` s is closed (``None`` disables). Applied by
+        :class:`heartsim.server.HeartsimServer` (they are settings of the uvicorn server).
     """
 
     client_buffer_bytes: int = 256 * 1024
@@ -57,6 +62,8 @@ class WebSocketSettings:
     queue_size: int = 512
     close_grace_s: float = 2.0
     max_message_bytes: int = 4096
+    ping_interval_s: float | None = 20.0
+    ping_timeout_s: float | None = 20.0
 
 
 @dataclass
@@ -73,6 +80,7 @@ class AppContext:
     limiter: RateLimiter | None
     ws: WebSocketSettings
     version: str
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     started_at: float = field(default_factory=time.monotonic)
     websocket_clients: int = 0
 

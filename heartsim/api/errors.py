@@ -146,14 +146,13 @@ def install_error_handlers(app: FastAPI) -> None:
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` entries for ``statuses``, with their body models."""
     described = {
-        400: "Simulation not running",
+        400: "The simulation is not running (trigger-stress), or the body is not JSON",
         401: "Missing or wrong token (send Authorization: Bearer TOKEN or ?token=TOKEN)",
         403: "Cross-origin request from an origin not allowed (see cors_origins)",
         404: "Unknown person, or no data yet",
         409: "Conflict with the current persons",
         422: "A parameter is out of range or malformed; the body names it and its range",
         429: "Too many control requests from this client; retry after Retry-After seconds",
-        501: "Not supported by this engine",
     }
     out: dict[int | str, dict[str, Any]] = {}
     for status in statuses:

@@ -1,0 +1,7 @@
+"""The HTTP and WebSocket API: :func:`create_app` builds it around an engine, hub and runner."""
+
+from heartsim.api.app import DEFAULT_RATE_LIMIT, create_app
+from heartsim.api.context import AppContext, WebSocketSettings
+from heartsim.api.security import RateLimit
+
+__all__ = ["DEFAULT_RATE_LIMIT", "AppContext", "RateLimit", "WebSocketSettings", "create_app"]

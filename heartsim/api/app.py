@@ -1,0 +1,150 @@
+"""``create_app``: the FastAPI application of one engine, hub and runner."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+
+from heartsim._version import __version__
+from heartsim.api.context import AppContext, WebSocketSettings
+from heartsim.api.errors import install_error_handlers
+from heartsim.api.metrics import HeartsimCollector
+from heartsim.api.routes import heartbeat, meta, persons, simulation
+from heartsim.api.routes.meta import STATIC_DIR
+from heartsim.api.security import RateLimit, RateLimiter, TokenAuth
+from heartsim.api.ws import TransportProbe, heartbeat_socket
+from heartsim.engine import Engine
+from heartsim.hub import Hub
+from heartsim.runner import Runner
+from heartsim.schema import SCHEMA_VERSION
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RATE_LIMIT = RateLimit()
+
+_DESCRIPTION = f"""Virtual persons whose hearts respond to stress, streamed live.
+
+* **Stream**: `WS /ws/heartbeat` (documented under GET /ws/heartbeat), one JSON message per tick
+  and person; schema version {SCHEMA_VERSION} at GET /schema/messages.
+* **Persons**: every route takes `?person=ID` (GET /persons); without it, the default person.
+* **Errors**: always `{{"error": ..., "message": ...}}`; 422 bodies name the field and its
+  allowed range.
+* **Security**: when the server has a token, control routes (POST, PATCH, DELETE) and the
+  WebSocket need it (`Authorization: Bearer TOKEN` or `?token=TOKEN`); read routes too when
+  public reads are off. Control routes are rate-limited per client (429 + Retry-After).
+"""
+
+
+def create_app(
+    engine: Engine | None = None,
+    *,
+    hub: Hub | None = None,
+    runner: Runner | None = None,
+    token: str | None = None,
+    public_read: bool = True,
+    cors_origins: Iterable[str] = (),
+    max_clients: int = 1000,
+    rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
+    websocket: WebSocketSettings | None = None,
+) -> FastAPI:
+    """Build the heartsim API for one simulation.
+
+    Parameters
+    ----------
+    engine
+        The simulation (a one-person ``Engine()`` if ``None``; ``runner.engine`` if a runner is
+        given).
+    hub
+        The fan-out (a new :class:`~heartsim.hub.Hub` if ``None``).
+    runner
+        Drives the engine; a real-time :class:`~heartsim.runner.Runner` if ``None``. The app's
+        lifespan starts it and stops it again (unless it was already running).
+    token
+        If set, control routes and the WebSocket require it (and read routes when
+        ``public_read`` is false).
+    public_read
+        Whether read-only routes (current, history, persons, config, metrics) skip the token.
+    cors_origins
+        Browser origins allowed cross-origin access (CORS is off when empty).
+    max_clients
+        WebSocket connections beyond this are closed with 1013.
+    rate_limit
+        Per-client limit on control routes (``None``: unlimited).
+    websocket
+        WebSocket delivery tuning (slow-client bounds, message size cap).
+
+    Returns
+    -------
+    FastAPI
+        The app; its context is ``app.state.heartsim``.
+    """
+    if runner is not None:
+        if engine is not None and engine is not runner.engine:
+            raise ValueError("engine and runner.engine must be the same object")
+        if hub is not None and hub is not runner.hub:
+            raise ValueError("hub and runner.hub must be the same object")
+        engine, hub = runner.engine, runner.hub
+    engine = engine if engine is not None else Engine()
+    hub = hub if hub is not None else Hub()
+    runner = runner if runner is not None else Runner(engine, hub)
+    if max_clients < 0:
+        raise ValueError(f"max_clients must be >= 0, got {max_clients!r}")
+    ctx = AppContext(
+        engine=engine,
+        hub=hub,
+        runner=runner,
+        auth=TokenAuth(token),
+        public_read=public_read,
+        cors_origins=tuple(cors_origins),
+        max_clients=max_clients,
+        limiter=RateLimiter(rate_limit) if rate_limit is not None else None,
+        ws=websocket if websocket is not None else WebSocketSettings(),
+        version=__version__,
+    )
+    ctx.registry.register(HeartsimCollector(ctx))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = not runner.running
+        await hub.backend.start()
+        runner.start()
+        try:
+            yield
+        finally:
+            if owned:
+                await runner.stop()
+            hub.close_all()
+            await hub.backend.close()
+
+    app = FastAPI(
+        title="heartsim",
+        version=__version__,
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "simulation", "description": "Start, stop, stress, baseline, parameters"},
+            {"name": "heartbeat", "description": "Latest sample, history, the stream"},
+            {"name": "persons", "description": "Virtual persons and their profiles"},
+            {"name": "meta", "description": "Dashboard, health, metrics, schema"},
+        ],
+    )
+    app.state.heartsim = ctx
+    install_error_handlers(app)
+    for router in (meta.router, simulation.router, heartbeat.router, persons.router):
+        app.include_router(router)
+    app.add_api_websocket_route("/ws/heartbeat", heartbeat_socket)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    if ctx.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(ctx.cors_origins),
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(TransportProbe)  # last added = outermost: sees the server's own send
+    return app

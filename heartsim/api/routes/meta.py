@@ -1,0 +1,94 @@
+"""The dashboard, health, metrics and the message schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import FileResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from heartsim.api.context import Ctx, PersonParam, read_guard
+from heartsim.api.errors import error_responses
+from heartsim.schema import Health, TickLag, message_json_schema
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+router = APIRouter(tags=["meta"])
+
+
+@router.get(
+    "/",
+    response_class=FileResponse,
+    responses={200: {"content": {"text/html": {}}, "description": "The dashboard page"}},
+    summary="Live dashboard",
+)
+def dashboard() -> FileResponse:
+    """The live HTML dashboard (no CDN; its assets are under /static/)."""
+    return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+
+@router.get(
+    "/health",
+    response_model=Health,
+    responses=error_responses(404),
+    summary="Service health",
+)
+def health(ctx: Ctx, person: PersonParam) -> Health:
+    """Status, simulation state, clients, delivery counters and tick timing.
+
+    Always public (liveness probes need no token). ``base_bpm`` is the person's (default
+    person's) resting heart rate.
+    """
+    engine = ctx.engine
+    hub = ctx.hub.stats()
+    ticks = ctx.runner.stats()
+    return Health(
+        simulation_state=engine.state.value,
+        base_bpm=engine.profile(person).resting_hr_bpm,
+        websocket_clients=ctx.websocket_clients,
+        uptime_s=round(ctx.uptime_s, 3),
+        version=ctx.version,
+        messages_published=hub.messages_published,
+        messages_sent=hub.messages_sent,
+        messages_dropped=hub.messages_dropped,
+        clients_dropped=hub.clients_dropped,
+        tick_lag_ms=TickLag(
+            p50=round(ticks.lag_ms_p50, 3),
+            p99=round(ticks.lag_ms_p99, 3),
+            max=round(ticks.lag_ms_max, 3),
+            jitter=round(ticks.jitter_ms, 3),
+        ),
+        ticks=ticks.ticks,
+        ticks_skipped=ticks.ticks_skipped,
+        tick_hz=engine.tick_hz,
+        clock=ctx.runner.clock,
+        persons=len(engine.person_ids),
+        default_person=engine.default_person,
+    )
+
+
+@router.get(
+    "/metrics",
+    dependencies=[Depends(read_guard)],
+    response_class=Response,
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"},
+        **error_responses(401),
+    },
+    summary="Prometheus metrics",
+)
+def metrics(ctx: Ctx) -> Response:
+    """Counters and gauges in the Prometheus text format (a per-app registry)."""
+    return Response(generate_latest(ctx.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get(
+    "/schema/messages",
+    summary="JSON Schema of the stream messages",
+    response_description="JSON Schema (draft 2020-12) with its version",
+)
+def messages_schema() -> dict[str, Any]:
+    """The JSON Schema of every WebSocket message (heartbeat, connected, pong), versioned."""
+    return message_json_schema()

@@ -1,0 +1,69 @@
+// HTTP access to the heartsim API (same origin as the page) with optional bearer token.
+
+/** An error answer of the API: `status` plus the server's `{error, message}` body. */
+export class ApiError extends Error {
+  constructor(status, title, message, retryAfter = null) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+    this.title = title;
+    this.retryAfter = retryAfter;
+  }
+
+  /** One line for the user, e.g. "422 Invalid parameter: bpm must be between 40 and 120". */
+  describe() {
+    if (this.status === 0) return `${this.title}: ${this.message}`;
+    return `${this.status} ${this.title}: ${this.message}`;
+  }
+}
+
+export class Api {
+  /**
+   * @param {string} base - origin of the server (`window.location.origin`)
+   * @param {string|null} token - sent as `Authorization: Bearer TOKEN` when set
+   */
+  constructor(base, token = null) {
+    this.base = base;
+    this.token = token;
+  }
+
+  url(path, query = {}) {
+    const url = new URL(path, this.base);
+    for (const [key, value] of Object.entries(query)) {
+      if (value !== null && value !== undefined && value !== "") url.searchParams.set(key, value);
+    }
+    return url;
+  }
+
+  /** WebSocket URL of the stream: ws(s)://host/ws/heartbeat?person=..&since=..&token=.. */
+  streamUrl(query = {}) {
+    const url = this.url("/ws/heartbeat", { ...query, token: this.token });
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    return url.toString();
+  }
+
+  get(path, query) {
+    return this.request("GET", path, query);
+  }
+
+  post(path, query) {
+    return this.request("POST", path, query);
+  }
+
+  /** The decoded JSON body; throws {@link ApiError} for any non-2xx answer or network failure. */
+  async request(method, path, query = {}) {
+    const headers = { Accept: "application/json" };
+    if (this.token) headers.Authorization = `Bearer ${this.token}`;
+    let response;
+    try {
+      response = await fetch(this.url(path, query), { method, headers, cache: "no-store" });
+    } catch (err) {
+      throw new ApiError(0, "Network error", `server unreachable (${err.message})`);
+    }
+    const body = await response.json().catch(() => null);
+    if (response.ok) return body;
+    const title = body?.error ?? response.statusText ?? "Error";
+    const message = body?.message ?? (body ? JSON.stringify(body) : "no details");
+    throw new ApiError(response.status, title, message, response.headers.get("Retry-After"));
+  }
+}

@@ -1,0 +1,256 @@
+// The heartsim dashboard: wires the API, the live stream and the chart to the page.
+// Page URL options: ?person=ID (whom to show first), ?token=T (servers that require a token).
+
+import { Api, ApiError } from "./api.js";
+import { LiveChart } from "./chart.js";
+import { HeartbeatStream } from "./stream.js";
+
+const CHART_WINDOW_S = 120;
+const HEALTH_EVERY_MS = 5_000;
+const MAX_MESSAGES = 8;
+const STATUS_TEXT = {
+  connecting: "connecting…",
+  live: "live",
+  reconnecting: "reconnecting…",
+};
+
+const $ = (id) => document.getElementById(id);
+const pageParams = new URLSearchParams(window.location.search);
+const api = new Api(window.location.origin, pageParams.get("token"));
+const chart = new LiveChart($("chart"), CHART_WINDOW_S);
+const stream = new HeartbeatStream(api, {
+  onStatus: showStatus,
+  onConnected: connected,
+  onHeartbeat: (message) => {
+    chart.add([message]);
+    showHeartbeat(message);
+  },
+  onNotice: say,
+});
+
+// ----- messages for the user ------------------------------------------------------------------
+/** Show `text` in the message area (newest first); kind: "ok" | "info" | "error". */
+function say(text, kind = "info") {
+  const list = $("messages");
+  const newest = list.firstElementChild;
+  if (newest && newest.dataset.text === text) {
+    // The same news again (e.g. a refused stream retrying): count it instead of repeating it.
+    newest.dataset.count = String(Number(newest.dataset.count) + 1);
+    newest.querySelector("time").textContent = new Date().toLocaleTimeString();
+    newest.querySelector(".count").textContent = `×${newest.dataset.count}`;
+    return;
+  }
+  const item = document.createElement("li");
+  item.className = `msg msg-${kind}`;
+  item.dataset.kind = kind;
+  item.dataset.text = text;
+  item.dataset.count = "1";
+  const time = document.createElement("time");
+  time.textContent = new Date().toLocaleTimeString();
+  const body = document.createElement("span");
+  body.textContent = text;
+  const count = document.createElement("span");
+  count.className = "count";
+  item.append(time, body, count);
+  list.prepend(item);
+  while (list.children.length > MAX_MESSAGES) list.lastElementChild.remove();
+}
+
+function describeError(err) {
+  return err instanceof ApiError ? err.describe() : `Unexpected error: ${err}`;
+}
+
+// ----- live values ----------------------------------------------------------------------------
+function setText(id, text) {
+  const element = $(id);
+  if (element.textContent !== text) element.textContent = text;
+  element.classList.toggle("placeholder", text === "–");
+}
+
+/** `value` with `digits` decimals, or a dash for null (e.g. HRV before 30 s of beats). */
+const fixed = (value, digits) => (value == null ? "–" : value.toFixed(digits));
+
+function showHeartbeat(m) {
+  setText("bpm", String(m.bpm));
+  document.body.style.setProperty("--beat-s", `${(60 / m.bpm).toFixed(3)}s`);
+  setText("hrv", fixed(m.variability, 1));
+  setText("bp", `${m.systolic}/${m.diastolic}`);
+  setText("resp", fixed(m.respiration_rate, 1));
+  setText("stress-level", fixed(m.stress_level, 2));
+  const gauge = $("stress-gauge");
+  gauge.setAttribute("aria-valuenow", m.stress_level.toFixed(2));
+  gauge.style.setProperty("--level", String(m.stress_level));
+  setText("label", m.label);
+  $("label").dataset.label = m.label;
+  document.querySelector(".tile-stress").dataset.label = m.label;
+  const hasPrediction = m.prediction !== null && m.prediction !== undefined;
+  $("prediction-tile").hidden = !hasPrediction;
+  if (hasPrediction) {
+    const { prediction } = m;
+    const shown = typeof prediction === "number" ? fixed(prediction, 2) : String(prediction);
+    setText("prediction", shown);
+    setText("confidence", m.confidence == null ? "–" : `${Math.round(m.confidence * 100)} %`);
+  }
+  showSimState(m.state);
+  setText("stream-info", `/ws/heartbeat · person ${m.person_id} · seq ${m.seq}`);
+}
+
+function resetValues() {
+  for (const id of ["bpm", "hrv", "bp", "resp", "stress-level", "label", "base-bpm"]) {
+    setText(id, "–");
+  }
+  $("label").dataset.label = "";
+  document.querySelector(".tile-stress").dataset.label = "";
+  $("stress-gauge").style.setProperty("--level", "0");
+  $("prediction-tile").hidden = true;
+}
+
+function showSimState(state) {
+  const pill = $("sim-state");
+  pill.dataset.state = state;
+  setText("sim-state", `simulation: ${state}`);
+  document.body.dataset.sim = state;
+}
+
+function showStatus({ state, detail, retryInS }) {
+  const pill = $("status");
+  pill.dataset.state = state;
+  const text =
+    retryInS === null ? STATUS_TEXT[state] : `reconnecting in ${retryInS.toFixed(1)} s`;
+  setText("status", text);
+  pill.title = detail ? `Stream: ${detail}` : `Stream: ${text}`;
+}
+
+function showBaseline(bpm, { fillInput = false } = {}) {
+  setText("base-bpm", String(Math.round(bpm)));
+  const input = $("baseline-input");
+  if (fillInput && document.activeElement !== input) input.value = String(Math.round(bpm));
+}
+
+// ----- stream lifecycle -----------------------------------------------------------------------
+function connected(message) {
+  showSimState(message.state);
+  showBaseline(message.base_bpm, { fillInput: stream.lastSeq === null });
+  selectPerson(message.person_id);
+  if (stream.lastSeq === null) backfill(message.person_id, message.tick_hz);
+}
+
+/** Fill the chart with the buffered last two minutes (a fresh subscription only gets new data). */
+async function backfill(person, tickHz) {
+  const limit = Math.min(10_000, Math.ceil(CHART_WINDOW_S * tickHz) + 1);
+  let page;
+  try {
+    page = await api.get("/heartbeat/history", { person, limit });
+  } catch (err) {
+    say(`Could not load the recent history: ${describeError(err)}`, "error");
+    return;
+  }
+  if (person !== stream.person || page.messages.length === 0) return; // switched meanwhile
+  chart.add(page.messages);
+  const newest = page.messages.at(-1);
+  if (stream.lastSeq === null) showHeartbeat(newest);
+  stream.advanceTo(newest.seq);
+}
+
+function switchPerson(person) {
+  const url = new URL(window.location.href);
+  url.searchParams.set("person", person);
+  window.history.replaceState(null, "", url);
+  resetValues();
+  chart.clear();
+  stream.open(person);
+}
+
+// ----- persons and health ---------------------------------------------------------------------
+async function loadPersons() {
+  let list;
+  try {
+    list = await api.get("/persons");
+  } catch (err) {
+    say(`Could not list persons: ${describeError(err)}`, "error");
+    return;
+  }
+  const options = list.persons.map((p) => {
+    const rest = Math.round(p.resting_hr_bpm);
+    const text = `${p.person_id}${p.is_default ? " (default)" : ""} · rest ${rest} bpm`;
+    return new Option(text, p.person_id);
+  });
+  $("person-select").replaceChildren(...options);
+  selectPerson(stream.person ?? list.default_person);
+}
+
+function selectPerson(person) {
+  const select = $("person-select");
+  if ([...select.options].some((option) => option.value === person)) select.value = person;
+}
+
+async function pollHealth() {
+  try {
+    const health = await api.get("/health", { person: stream.person });
+    showSimState(health.simulation_state);
+    showBaseline(health.base_bpm);
+    if (health.persons !== $("person-select").options.length) await loadPersons();
+  } catch {
+    // The connection status already tells the user when the server is unreachable.
+  }
+}
+
+// ----- controls -------------------------------------------------------------------------------
+/** POST a control route for the selected person; reports the outcome in the message area. */
+async function command(button, path, query = {}) {
+  button.disabled = true;
+  try {
+    const body = await api.post(path, { ...query, person: stream.person });
+    say(body.message, "ok");
+    return body;
+  } catch (err) {
+    say(describeError(err), "error");
+    return null;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function wireControls() {
+  $("start").addEventListener("click", async (event) => {
+    const body = await command(event.currentTarget, "/simulation/start");
+    if (body) showSimState(body.state);
+  });
+  $("stop").addEventListener("click", async (event) => {
+    const body = await command(event.currentTarget, "/simulation/stop");
+    if (body) showSimState(body.state);
+  });
+
+  const slider = $("stress-slider");
+  const showLevel = () => setText("stress-slider-value", Number(slider.value).toFixed(2));
+  slider.addEventListener("input", showLevel);
+  showLevel();
+  $("stress-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    command($("trigger-stress"), "/simulation/trigger-stress", {
+      stress_level: slider.value,
+      duration_s: $("stress-duration").value.trim(),
+    });
+  });
+
+  $("baseline-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const body = await command($("set-baseline"), "/simulation/set-baseline", {
+      bpm: $("baseline-input").value.trim(),
+    });
+    if (body) {
+      showBaseline(body.base_bpm);
+      loadPersons(); // the selector shows each person's resting heart rate
+    }
+  });
+
+  $("person-select").addEventListener("change", (event) => switchPerson(event.target.value));
+  $("clear-messages").addEventListener("click", () => $("messages").replaceChildren());
+}
+
+wireControls();
+resetValues();
+stream.open(pageParams.get("person"));
+loadPersons();
+pollHealth();
+setInterval(pollHealth, HEALTH_EVERY_MS);

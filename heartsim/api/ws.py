@@ -1,0 +1,359 @@
+"""``WS /ws/heartbeat``: the live stream, and how its frames reach the sockets.
+
+Fan-out design
+--------------
+The hub hands every message to every subscriber synchronously (see :mod:`heartsim.hub`). For a
+WebSocket client the subscriber is one of two sinks:
+
+:class:`FrameSink` (fast path)
+    The message's WebSocket frame was built once by the hub; the sink writes those same bytes
+    straight to the client's asyncio transport. Per client and message this costs one
+    ``get_write_buffer_size()`` check and one ``transport.write`` (usually a single ``send``
+    syscall); no per-client JSON encoding, framing, task switch or ``await``. The transport's
+    user-space write buffer *is* the client's bounded queue: once it holds more than
+    ``client_buffer_bytes`` (the kernel socket buffer, capped with ``SO_SNDBUF``, is already
+    full), the client is too slow and the hub disconnects it (close 1008).
+
+    Why this is sound with uvicorn's ``websockets-sansio`` protocol (``uvicorn/protocols/
+    websockets/websockets_sansio_impl.py``, the default ``ws="auto"`` choice when
+    ``websockets`` is installed): its ``send()`` frames each ASGI message with the sans-I/O
+    ``websockets.ServerProtocol`` and writes the bytes to ``self.transport`` synchronously.
+    That protocol keeps no per-frame state for outgoing unfragmented data frames (only the
+    connection state, checked here through ``close_sent``/``is_closing()``), so writing an
+    identical frame ourselves is indistinguishable on the wire. All writes happen on the
+    loop's thread, each whole frame in one ``write``, so frames never interleave. Server
+    frames are unmasked, hence the same bytes suit every client. Compression is off
+    (``ws_per_message_deflate=False``); even where a client negotiated permessage-deflate,
+    an uncompressed message (RSV1 clear) remains valid (RFC 7692 §6).
+
+    Closing stays on uvicorn's public path (``await websocket.close()``), so its state machine
+    (``close_sent``, close timer, shutdown) remains consistent. That ``send()`` first awaits
+    the protocol's ``writable`` event, which uvicorn clears when the transport's buffer passes
+    its high-water mark; the sink raises that mark above its own bound, so closing a slow
+    client never waits for the client.
+
+:class:`QueueSink` (fallback)
+    When the transport cannot be reached (another server or protocol implementation), a
+    bounded in-memory queue and a sender task per client use ``await websocket.send_text``.
+    A full queue means too slow, as above.
+
+The protocol object is found by :class:`TransportProbe`, an ASGI middleware that records
+``send.__self__`` (uvicorn passes its bound ``send`` method) before any other layer wraps it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from heartsim.api.context import AppContext, WebSocketSettings, context_of
+from heartsim.api.security import presented_token
+from heartsim.hub import (
+    CLOSE_GOING_AWAY,
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_TRY_AGAIN_LATER,
+    Message,
+    QueueSubscriber,
+    Subscriber,
+)
+from heartsim.schema import RANGES, SCHEMA_VERSION
+
+logger = logging.getLogger(__name__)
+
+try:  # the one protocol implementation whose internals the fast path relies on
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+except ImportError:  # pragma: no cover - uvicorn or websockets missing
+    WebSocketsSansIOProtocol = None  # type: ignore[assignment,misc]
+
+_PROTOCOL_KEY = "heartsim.ws_protocol"
+CLOSE_MESSAGE_TOO_BIG = 1009
+_PONG = b'{"type":"pong"}'
+#: Slack above the slow-client bound for uvicorn's own high-water mark (see module docstring).
+_HIGH_WATER_SLACK = 1 << 20
+
+
+class TransportProbe:
+    """ASGI middleware: remembers the server's WebSocket protocol object in the scope."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            scope[_PROTOCOL_KEY] = getattr(send, "__self__", None)
+        await self.app(scope, receive, send)
+
+
+def _fast_transport(websocket: WebSocket) -> asyncio.Transport | None:
+    """The transport frames can be written to directly, or ``None`` (use the fallback)."""
+    protocol = websocket.scope.get(_PROTOCOL_KEY)
+    if WebSocketsSansIOProtocol is None or not isinstance(protocol, WebSocketsSansIOProtocol):
+        return None
+    extensions = getattr(protocol.conn, "extensions", None)
+    if extensions is None or any(ext.name != "permessage-deflate" for ext in extensions):
+        return None
+    transport = protocol.transport
+    if transport is None or transport.is_closing() or protocol.close_sent:
+        return None
+    return transport
+
+
+class FrameSink(Subscriber):
+    """Fast path: writes the hub's pre-built frames directly to the client's transport.
+
+    Parameters
+    ----------
+    person_id
+        Whose messages.
+    transport
+        The client connection's asyncio transport.
+    limit_bytes
+        Most bytes allowed in the transport's write buffer before the client counts as too slow.
+    """
+
+    def __init__(self, person_id: str, transport: asyncio.Transport, limit_bytes: int) -> None:
+        super().__init__(person_id)
+        self.transport = transport
+        self._base = limit_bytes
+        self._limit = limit_bytes
+        self._raise_high_water()
+
+    def _raise_high_water(self) -> None:
+        self.transport.set_write_buffer_limits(high=self._limit + _HIGH_WATER_SLACK)
+
+    def deliver(self, message: Message) -> bool:
+        transport = self.transport
+        if transport.is_closing():
+            if transport.get_write_buffer_size() > 0 and not self.closed:
+                # Closed under us (uvicorn's keepalive timeout) while the peer reads nothing:
+                # asyncio waits forever to flush. End the subscription; the handler aborts it.
+                self.close(CLOSE_GOING_AWAY, "connection closing")
+            return True  # otherwise the client left; its handler unsubscribes it shortly
+        size = transport.get_write_buffer_size()
+        if size > self._limit:
+            return False
+        if self._limit != self._base and size <= self._base:
+            self._limit = self._base  # a replay burst has drained
+        transport.write(message.frame)
+        return True
+
+    def replay(self, messages: Sequence[Message]) -> None:
+        self._limit = self._base + sum(len(message.frame) for message in messages)
+        self._raise_high_water()
+        for message in messages:
+            self.transport.write(message.frame)
+
+    def send_control(self, message: Message) -> bool:
+        """Send a connected/pong message in order with the stream; ``False`` if too slow."""
+        return self.deliver(message)
+
+    def __repr__(self) -> str:
+        peer = self.transport.get_extra_info("peername")
+        return f"FrameSink(person_id={self.person_id!r}, peer={peer})"
+
+
+class QueueSink(QueueSubscriber):
+    """Fallback: a bounded queue drained by a task that awaits ``websocket.send_text``."""
+
+    def __init__(self, person_id: str, websocket: WebSocket, maxsize: int) -> None:
+        super().__init__(person_id, maxsize=maxsize)
+        self.websocket = websocket
+
+    def send_control(self, message: Message) -> bool:
+        """Queue a connected/pong message in order with the stream; ``False`` if too slow."""
+        return self.deliver(message)
+
+    async def pump(self) -> None:
+        """Send queued messages until the subscription closes or the client leaves."""
+        async for message in self:
+            await self.websocket.send_text(bytes(message.payload).decode())
+
+    def __repr__(self) -> str:
+        return f"QueueSink(person_id={self.person_id!r}, client={self.websocket.client})"
+
+
+def _control(payload: dict[str, Any] | bytes) -> Message:
+    data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    return Message("", 0, 0.0, data)
+
+
+def _tune_socket(transport: asyncio.Transport, settings: WebSocketSettings) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    try:
+        # Each frame must leave at once: with Nagle, a frame written while the previous one is
+        # unacknowledged waits for the peer's (possibly delayed, ~40 ms) ACK.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if settings.socket_send_buffer_bytes is not None:
+            size = settings.socket_send_buffer_bytes
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+    except OSError as exc:  # not fatal: only latency or stalled-client detection suffers
+        logger.debug("could not tune the WebSocket socket: %s", exc)
+
+
+async def heartbeat_socket(websocket: WebSocket) -> None:
+    """The ``/ws/heartbeat`` endpoint (see the module docstring and API.md)."""
+    ctx = context_of(websocket)
+    if ctx.websocket_clients >= ctx.max_clients:
+        await websocket.accept()
+        await websocket.close(
+            CLOSE_TRY_AGAIN_LATER, f"too many clients (max {ctx.max_clients}); retry later"
+        )
+        return
+    ctx.websocket_clients += 1  # no await between the check and this: the cap holds
+    try:
+        await _serve(websocket, ctx)
+    finally:
+        ctx.websocket_clients -= 1
+
+
+def _refusal(websocket: WebSocket, ctx: AppContext) -> tuple[str, int | None, str | None]:
+    """``(person, since, None)`` or ``("", None, reason)`` to close with 1008."""
+    params = websocket.query_params
+    token = presented_token(websocket.headers.get("authorization"), params.get("token"))
+    if not ctx.auth.accepts(token):
+        return "", None, "unauthorized: send ?token=TOKEN or Authorization: Bearer TOKEN"
+    person = params.get("person")
+    if person is None:
+        person = ctx.engine.default_person
+    else:
+        try:
+            ctx.engine.profile(person)
+        except (ValueError, KeyError):
+            return "", None, f"person {person[:64]!r} is unknown (GET /persons)"
+    since_text = params.get("since")
+    since = None
+    if since_text is not None:
+        try:
+            since = int(since_text)
+        except ValueError:
+            since = -1
+        low, high = RANGES["since"]
+        if not low <= since <= high:
+            return (
+                "",
+                None,
+                f"since must be an integer from {low} to {high}, got {since_text[:32]!r}",
+            )
+    return person, since, None
+
+
+async def _serve(websocket: WebSocket, ctx: AppContext) -> None:
+    await websocket.accept()
+    person, since, refusal = _refusal(websocket, ctx)
+    if refusal is not None:
+        await websocket.close(CLOSE_POLICY_VIOLATION, refusal)
+        return
+
+    transport = _fast_transport(websocket)
+    sink: FrameSink | QueueSink
+    if transport is not None:
+        _tune_socket(transport, ctx.ws)
+        sink = FrameSink(person, transport, ctx.ws.client_buffer_bytes)
+    else:
+        sink = QueueSink(person, websocket, ctx.ws.queue_size)
+
+    # From here to subscribe() nothing awaits: the connected message, the replay and the live
+    # stream reach the client in this order, with no message missed or repeated in between.
+    preview = ctx.hub.replay_info(person, since)
+    connected = {
+        "type": "connected",
+        "message": "Connected to heartbeat stream",
+        "state": ctx.engine.state.value,
+        "base_bpm": ctx.engine.profile(person).resting_hr_bpm,
+        "person_id": person,
+        "schema_version": SCHEMA_VERSION,
+        "tick_hz": ctx.engine.tick_hz,
+        "latest_seq": preview.latest_seq,
+        "since": since,
+        "replayed": preview.replayed,
+        "missed": preview.missed,
+    }
+    sink.send_control(_control(connected))
+    ctx.hub.subscribe(sink, since=since)
+
+    tasks = [
+        asyncio.ensure_future(_read(websocket, sink, ctx.ws.max_message_bytes)),
+        asyncio.ensure_future(sink.wait_closed()),
+    ]
+    if isinstance(sink, QueueSink):
+        tasks.append(asyncio.ensure_future(sink.pump()))
+    close: tuple[int, str] | None = None
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if tasks[0] in done and not tasks[0].cancelled() and tasks[0].exception() is None:
+            close = tasks[0].result()
+    finally:
+        ctx.hub.unsubscribe(sink)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    if sink.close_code is not None:
+        close = (sink.close_code, sink.close_reason)
+    if close is not None:
+        await _close(websocket, transport, close, ctx.ws.close_grace_s)
+
+
+async def _read(
+    websocket: WebSocket, sink: FrameSink | QueueSink, max_bytes: int
+) -> tuple[int, str] | None:
+    """Consume inbound messages (answering ``ping``) until the client leaves.
+
+    Returns a close ``(code, reason)`` if the client misbehaves, ``None`` if it disconnected.
+    """
+    while True:
+        event = await websocket.receive()
+        if event["type"] == "websocket.disconnect":
+            return None
+        text = event.get("text")
+        data = text if text is not None else event.get("bytes") or b""
+        if len(data) > max_bytes:
+            return CLOSE_MESSAGE_TOO_BIG, f"message too big (max {max_bytes} bytes)"
+        if text is not None and _is_ping(text) and not sink.send_control(_control(_PONG)):
+            return CLOSE_POLICY_VIOLATION, "too slow: send buffer overflow"
+
+
+def _is_ping(text: str) -> bool:
+    text = text.strip()
+    if text == "ping":
+        return True
+    if text.startswith("{"):
+        try:
+            return orjson.loads(text).get("type") == "ping"
+        except (orjson.JSONDecodeError, AttributeError):
+            return False
+    return False
+
+
+async def _close(
+    websocket: WebSocket,
+    transport: asyncio.Transport | None,
+    close: tuple[int, str],
+    grace_s: float,
+) -> None:
+    code, reason = close
+    if websocket.application_state is WebSocketState.CONNECTED:
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError, asyncio.TimeoutError):
+            await asyncio.wait_for(websocket.close(code, reason[:120]), grace_s)
+    if transport is not None:
+        # A stalled client never reads our close frame nor lets the buffer flush; without an
+        # abort its connection (and buffer) would linger until TCP gives up.
+        asyncio.get_running_loop().call_later(grace_s, _abort_if_stalled, transport)
+
+
+def _abort_if_stalled(transport: asyncio.Transport) -> None:
+    # A non-empty buffer means the connection is still open (asyncio clears the buffer when
+    # the connection is lost); not closing means the closing handshake never finished. After
+    # a completed close, abort() must not run: on Python 3.11 it would report the lost
+    # connection to the protocol a second time.
+    if transport.get_write_buffer_size() > 0 or not transport.is_closing():
+        transport.abort()

@@ -1,0 +1,410 @@
+"""Running the API: :class:`HeartsimServer` (any asyncio loop) and the ``heartsim serve`` command.
+
+:class:`HeartsimServer` is built to run on a loop it does not own (a Jupyter kernel's, a
+background thread's, a test's):
+
+- it binds the listening socket itself (``SO_REUSEADDR``; port 0 picks a free port), so a busy
+  port raises :class:`OSError` in the caller instead of uvicorn's ``sys.exit(3)``, which inside
+  a task would escape and end the whole process (a kernel);
+- any other ``SystemExit`` from uvicorn (e.g. a failed lifespan startup) becomes a
+  :class:`RuntimeError`;
+- it installs no signal handlers: uvicorn's ``capture_signals`` would otherwise replace SIGINT
+  while serving (in Jupyter, "interrupt kernel" would silently stop the server).
+
+The CLI (:func:`run_serve`), which owns its process, does handle Ctrl-C and SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterable, Iterator
+from types import TracebackType
+
+import uvicorn
+
+from heartsim.api import DEFAULT_RATE_LIMIT, RateLimit, WebSocketSettings, create_app
+from heartsim.engine import Engine
+from heartsim.hub import Hub
+from heartsim.runner import Clock, Runner
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8001
+#: Protocol-level cap on inbound WebSocket messages (bytes); the app's own cap is smaller.
+WS_MAX_SIZE = 64 * 1024
+_START_TIMEOUT_S = 15.0
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to whoever owns the process."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Install nothing (see the module docstring)."""
+        yield
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts local connections (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto must be IPPROTO_TCP, not the default 0: asyncio only sets TCP_NODELAY on accepted
+    # sockets whose proto says TCP, and without it Nagle plus delayed ACKs add ~40 ms to every
+    # keep-alive HTTP response after the first.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host.strip("[]"), port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+class HeartsimServer:
+    """The heartsim API served by uvicorn on the current asyncio loop.
+
+    Parameters
+    ----------
+    engine
+        The simulation; built from ``persons``, ``seed``, ``tick_hz`` and
+        ``spontaneous_stress_per_h`` if ``None``.
+    host, port
+        Where to listen; ``port=0`` picks a free port (read :attr:`port` after :meth:`start`).
+    persons, seed, tick_hz, spontaneous_stress_per_h
+        Engine settings when ``engine`` is ``None``.
+    token, public_read, cors_origins, max_clients, rate_limit, websocket
+        Access control and delivery settings, see :func:`heartsim.api.create_app`.
+    insecure
+        Allow a non-loopback ``host`` without a ``token`` (anyone who can reach the port can
+        then control the simulation); refused otherwise.
+    clock
+        ``"real"`` or ``"virtual"`` (see :class:`~heartsim.runner.Runner`).
+    autostart
+        Start the simulation as soon as the server is up.
+    log_level
+        uvicorn's log level.
+
+    Examples
+    --------
+    >>> async def main():  # doctest: +SKIP
+    ...     async with HeartsimServer(port=0, autostart=True) as server:
+    ...         print(server.url, server.ws_url)
+    """
+
+    def __init__(
+        self,
+        engine: Engine | None = None,
+        *,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        persons: int = 1,
+        seed: int | None = None,
+        tick_hz: float = 2.0,
+        spontaneous_stress_per_h: float = 0.0,
+        token: str | None = None,
+        public_read: bool = True,
+        cors_origins: Iterable[str] = (),
+        max_clients: int = 1000,
+        rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
+        websocket: WebSocketSettings | None = None,
+        insecure: bool = False,
+        clock: Clock = "real",
+        autostart: bool = False,
+        log_level: str = "warning",
+    ) -> None:
+        if not is_loopback(host) and token is None and not insecure:
+            raise ValueError(
+                f"refusing to serve on {host!r} without a token: anyone who can reach it could "
+                "control it. Pass token=..., bind 127.0.0.1, or insecure=True."
+            )
+        if engine is None:
+            engine = Engine(
+                persons=persons,
+                seed=seed,
+                tick_hz=tick_hz,
+                spontaneous_stress_per_h=spontaneous_stress_per_h,
+                epoch_s=time.time(),
+            )
+        self.engine = engine
+        self.hub = Hub()
+        self.runner = Runner(engine, self.hub, clock=clock)
+        self.app = create_app(
+            runner=self.runner,
+            token=token,
+            public_read=public_read,
+            cors_origins=cors_origins,
+            max_clients=max_clients,
+            rate_limit=rate_limit,
+            websocket=websocket,
+        )
+        self.host = host
+        self._requested_port = port
+        self._port: int | None = None
+        self.autostart = autostart
+        self.log_level = log_level
+        self._server: _EmbeddedServer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # ----- addresses ---------------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        """The bound port (the requested one until :meth:`start`)."""
+        return self._port if self._port is not None else self._requested_port
+
+    @property
+    def _url_host(self) -> str:
+        host = self.host
+        if host in ("0.0.0.0", ""):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        return f"[{host}]" if ":" in host else host
+
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT`` (the dashboard is at ``url + "/"``)."""
+        return f"http://{self._url_host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        """``ws://HOST:PORT/ws/heartbeat``."""
+        return f"ws://{self._url_host}:{self.port}/ws/heartbeat"
+
+    @property
+    def started(self) -> bool:
+        """Whether the server is up and serving."""
+        return self._server is not None and self._server.started and not self._task_done
+
+    @property
+    def _task_done(self) -> bool:
+        return self._task is None or self._task.done()
+
+    # ----- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> HeartsimServer:
+        """Bind, start serving on the running loop and wait until ready.
+
+        Raises
+        ------
+        OSError
+            The address is unavailable (port busy, host not local).
+        RuntimeError
+            Already started, or the server failed to start.
+        """
+        if not self._task_done:
+            raise RuntimeError(f"server already running at {self.url}")
+        sock = _bind(self.host, self._requested_port)
+        self._port = sock.getsockname()[1]
+        ws_settings = self.app.state.heartsim.ws
+        config = uvicorn.Config(
+            self.app,
+            host=self.host,
+            port=self._port,
+            ws="websockets-sansio",  # the protocol the fan-out's fast path is written for
+            ws_per_message_deflate=False,  # frames are encoded once, for every client alike
+            ws_max_size=WS_MAX_SIZE,
+            ws_ping_interval=ws_settings.ping_interval_s,
+            ws_ping_timeout=ws_settings.ping_timeout_s,
+            lifespan="on",
+            log_config=None,
+            log_level=self.log_level,
+            access_log=False,
+            timeout_graceful_shutdown=3,
+        )
+        self._server = _EmbeddedServer(config)
+        self._task = asyncio.get_running_loop().create_task(
+            self._serve(self._server, sock), name=f"heartsim-server-{self._port}"
+        )
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()  # raises what stopped it
+                raise RuntimeError("heartsim server stopped during startup")
+            if time.monotonic() > deadline:
+                await self.stop()
+                raise RuntimeError(f"heartsim server did not start within {_START_TIMEOUT_S} s")
+            await asyncio.sleep(0.005)
+        if self.autostart:
+            self.engine.start()
+        logger.info("heartsim serving at %s", self.url)
+        return self
+
+    @staticmethod
+    async def _serve(server: uvicorn.Server, sock: socket.socket) -> None:
+        try:
+            await server.serve(sockets=[sock])
+        except SystemExit as exc:
+            # uvicorn calls sys.exit() on startup failures; inside a task that would end the
+            # process (a Jupyter kernel). Report it as an ordinary error instead.
+            raise RuntimeError(f"uvicorn exited with code {exc.code} (see its log)") from None
+        finally:
+            sock.close()
+
+    async def stop(self) -> None:
+        """Close every client and stop serving (idempotent)."""
+        server, task = self._server, self._task
+        if server is None or task is None:
+            return
+        if not task.done():
+            # Close stream clients first: stalled ones are aborted after a short grace instead
+            # of holding uvicorn's graceful shutdown until its timeout.
+            self.hub.close_all()
+            server.should_exit = True
+            try:
+                await task
+            except RuntimeError as exc:
+                logger.warning("heartsim server stopped with an error: %s", exc)
+        self._task = None
+
+    async def __aenter__(self) -> HeartsimServer:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.started else "stopped"
+        return f"HeartsimServer({self.url}, {state}, simulation {self.engine.state.value})"
+
+
+# ----- the CLI -------------------------------------------------------------------------------
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``heartsim serve`` options to ``parser``."""
+    parser.add_argument(
+        "--host", default=DEFAULT_HOST, help="address to bind (default %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="port (default %(default)s; 0: any free)"
+    )
+    parser.add_argument(
+        "--persons", type=int, default=1, help="virtual persons (default %(default)s)"
+    )
+    parser.add_argument(
+        "--tick-hz",
+        type=float,
+        default=2.0,
+        help="messages per second and person (default %(default)s)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: fresh)")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("HEARTSIM_TOKEN"),
+        help="token required for control routes and the WebSocket (default: $HEARTSIM_TOKEN)",
+    )
+    parser.add_argument(
+        "--max-clients",
+        type=int,
+        default=1000,
+        help="WebSocket connection cap (default %(default)s)",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback --host without --token (anyone on the network controls it)",
+    )
+    parser.add_argument(
+        "--cors-origin",
+        dest="cors_origins",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="ORIGIN",
+        help="browser origin allowed cross-origin access, e.g. http://localhost:3000 (repeatable)",
+    )
+    parser.add_argument(
+        "--spontaneous-per-h",
+        type=float,
+        default=0.0,
+        help="spontaneous stress episodes per hour and person (default %(default)s)",
+    )
+    parser.add_argument("--start", action="store_true", help="start the simulation right away")
+
+
+async def _serve_until_signalled(server: HeartsimServer) -> None:
+    await server.start()
+    print(f"heartsim dashboard: {server.url}/", flush=True)  # the one line for humans / scripts
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    handled: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            handled.append(sig)
+        except (NotImplementedError, RuntimeError):  # Windows: Ctrl-C raises KeyboardInterrupt
+            pass
+    try:
+        await stop.wait()
+        logger.info("shutting down")
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+        await server.stop()
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Run ``heartsim serve`` until Ctrl-C / SIGTERM; returns the exit code.
+
+    Exit codes: 0 after a clean shutdown, 1 if the address cannot be bound or the server fails,
+    2 for invalid settings (e.g. a non-loopback host without ``--token`` or ``--insecure``).
+    """
+    if not is_loopback(args.host) and not args.token and not args.insecure:
+        logger.error(
+            "refusing to serve on %s without a token: anyone who can reach it could control it. "
+            "Pass --token TOKEN (or set HEARTSIM_TOKEN), bind 127.0.0.1, or add --insecure.",
+            args.host,
+        )
+        return 2
+    if not is_loopback(args.host) and not args.token:
+        logger.warning("serving on %s without a token (--insecure)", args.host)
+    try:
+        server = HeartsimServer(
+            host=args.host,
+            port=args.port,
+            persons=args.persons,
+            seed=args.seed,
+            tick_hz=args.tick_hz,
+            spontaneous_stress_per_h=args.spontaneous_per_h,
+            token=args.token or None,
+            insecure=args.insecure,
+            cors_origins=args.cors_origins,
+            max_clients=args.max_clients,
+            autostart=getattr(args, "start", False),
+            log_level="info",
+        )
+    except ValueError as exc:
+        logger.error("invalid setting: %s", exc)
+        return 2
+    try:
+        asyncio.run(_serve_until_signalled(server))
+    except OSError as exc:
+        logger.error("cannot serve on %s:%s: %s", args.host, args.port, exc)
+        return 1
+    except RuntimeError as exc:
+        logger.error("%s", exc)
+        return 1
+    except KeyboardInterrupt:  # platforms without loop signal handlers
+        logger.info("interrupted")
+    return 0

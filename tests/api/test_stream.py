@@ -1,0 +1,194 @@
+"""WS /ws/heartbeat against a real server: handshake, messages, cadence, persons, resume."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+
+import httpx
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed
+
+from heartsim.api.ws import FrameSink
+from heartsim.schema import ConnectedMessage, HeartbeatMessage, PongMessage, validate_message
+from heartsim.server import HeartsimServer
+
+from .conftest import ServerFactory, heartbeats, recv_json, wait_until
+
+
+async def test_first_message_is_connected_then_heartbeats_that_match_the_schema(
+    server: HeartsimServer, client: httpx.AsyncClient
+) -> None:
+    async with websockets.connect(server.ws_url) as ws:
+        hello = await recv_json(ws)
+        connected = ConnectedMessage.model_validate(hello)
+        assert hello["message"] == "Connected to heartbeat stream"
+        assert connected.state == "stopped" and connected.person_id == "p0"
+        assert connected.base_bpm == server.engine.profile().resting_hr_bpm
+        assert connected.schema_version == "1.0"
+        await client.post("/simulation/start")
+        messages = await heartbeats(ws, 30)
+    for message in messages:
+        assert isinstance(validate_message(message), HeartbeatMessage)
+        assert isinstance(message["bpm"], int) and isinstance(message["systolic"], int)
+        assert message["label"] in ("rest", "stress", "recovery")
+    seqs = [m["seq"] for m in messages]
+    assert seqs == list(range(seqs[0], seqs[0] + 30))
+    rr_ms = [rr for m in messages for rr in m["rr_ms"]]
+    assert 1 <= len(rr_ms) <= 4  # 30 messages at 20 Hz: 1.5 s of beats
+    assert all(300 < rr < 2000 for rr in rr_ms)
+
+
+async def test_the_server_uses_the_direct_frame_path(server: HeartsimServer) -> None:
+    async with websockets.connect(server.ws_url) as ws:
+        await recv_json(ws)
+        await wait_until(lambda: server.hub.subscriber_count("p0") == 1)
+        (sink,) = server.hub._subscribers["p0"].values()
+        assert isinstance(sink, FrameSink)
+
+
+async def test_ping_gets_pong_and_other_text_is_ignored(server: HeartsimServer) -> None:
+    async with websockets.connect(server.ws_url) as ws:
+        await recv_json(ws)
+        await ws.send("hello")
+        await ws.send("ping")
+        assert PongMessage.model_validate(await recv_json(ws)).type == "pong"
+        await ws.send('{"type": "ping"}')
+        assert await recv_json(ws) == {"type": "pong"}
+
+
+async def test_oversized_inbound_messages_close_the_connection(server: HeartsimServer) -> None:
+    async with websockets.connect(server.ws_url) as ws:
+        await recv_json(ws)
+        await ws.send("x" * 10_000)
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 3)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+async def test_stream_never_waits_for_the_client_to_send(
+    server: HeartsimServer, client: httpx.AsyncClient
+) -> None:
+    # The audit's bug: a handler blocked on receive_text() never forwarded heartbeats.
+    await client.post("/simulation/start")
+    async with websockets.connect(server.ws_url) as ws:
+        await recv_json(ws)
+        assert len(await heartbeats(ws, 5, timeout=2.0)) == 5
+
+
+async def test_cadence_is_2_hz_at_tick_hz_2(make_server: ServerFactory) -> None:
+    server = await make_server(tick_hz=2.0, autostart=True)
+    async with websockets.connect(server.ws_url) as ws:
+        await recv_json(ws)
+        await heartbeats(ws, 1)
+        arrivals = []
+        for _ in range(6):
+            await heartbeats(ws, 1, timeout=2.0)
+            arrivals.append(time.monotonic())
+    intervals = [b - a for a, b in itertools.pairwise(arrivals)]
+    assert all(0.4 < dt < 0.6 for dt in intervals), intervals
+    assert abs((arrivals[-1] - arrivals[0]) / 5 - 0.5) < 0.02  # no drift
+    assert server.runner.stats().lag_ms_p99 < 50
+
+
+async def test_each_person_has_its_own_stream(make_server: ServerFactory) -> None:
+    server = await make_server(persons=3, autostart=True)
+    received = {}
+    for person in ("p1", "p2"):
+        async with websockets.connect(f"{server.ws_url}?person={person}") as ws:
+            assert (await recv_json(ws))["person_id"] == person
+            received[person] = await heartbeats(ws, 5)
+    for person, messages in received.items():
+        assert {m["person_id"] for m in messages} == {person}
+        seqs = [m["seq"] for m in messages]
+        assert seqs == sorted(seqs) and len(set(seqs)) == 5
+    async with websockets.connect(server.ws_url) as ws:  # no ?person=: the default person
+        assert (await recv_json(ws))["person_id"] == "p0"
+        assert {m["person_id"] for m in await heartbeats(ws, 3)} == {"p0"}
+
+
+async def test_unknown_person_or_bad_since_closes_with_1008(server: HeartsimServer) -> None:
+    for query in ("person=nobody", "since=abc", "since=-3"):
+        async with websockets.connect(f"{server.ws_url}?{query}") as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 3)
+        assert closed.value.rcvd.code == 1008
+        assert ("nobody" in closed.value.rcvd.reason) or ("since" in closed.value.rcvd.reason)
+
+
+async def test_resume_after_reconnect_has_no_gap_and_no_duplicate(
+    make_server: ServerFactory,
+) -> None:
+    server = await make_server(autostart=True)
+    async with websockets.connect(server.ws_url) as ws:
+        await recv_json(ws)
+        first = await heartbeats(ws, 5)
+    last_seen = first[-1]["seq"]
+    # Away for a while: messages keep being produced.
+    await wait_until(lambda: server.hub.latest("p0").seq >= last_seen + 8)
+    async with websockets.connect(f"{server.ws_url}?since={last_seen}") as ws:
+        hello = await recv_json(ws)
+        assert hello["since"] == last_seen and hello["missed"] == 0
+        assert hello["replayed"] >= 8
+        assert hello["latest_seq"] == last_seen + hello["replayed"]
+        second = await heartbeats(ws, hello["replayed"] + 10)
+    seqs = [m["seq"] for m in first + second]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+
+class _NONE:
+    seq = 0
+
+
+async def test_resume_reports_messages_no_longer_buffered(make_server: ServerFactory) -> None:
+    server = await make_server(autostart=True)
+    server.hub.max_history = 5  # applies to histories created from now on
+    server.hub._histories.clear()
+    await wait_until(lambda: (server.hub.latest("p0") or _NONE).seq >= 15)
+    oldest = server.hub.history("p0").oldest_seq
+    async with websockets.connect(f"{server.ws_url}?since={oldest - 4}") as ws:
+        hello = await recv_json(ws)
+        replay = await heartbeats(ws, hello["replayed"])
+    assert len(server.hub.history("p0")) == 5
+    assert hello["missed"] >= 3
+    assert replay[0]["seq"] == hello["since"] + hello["missed"] + 1
+
+
+async def test_removing_a_person_closes_its_streams(make_server: ServerFactory) -> None:
+    server = await make_server(persons=2, autostart=True)
+    async with (
+        websockets.connect(f"{server.ws_url}?person=p1") as ws,
+        httpx.AsyncClient(base_url=server.url) as http,
+    ):
+        await recv_json(ws)
+        await http.delete("/persons/p1")
+        with pytest.raises(ConnectionClosed) as closed:
+            for _ in range(100):
+                await asyncio.wait_for(ws.recv(), 3)
+    assert closed.value.rcvd.code == 1000 and "removed" in closed.value.rcvd.reason
+
+
+async def test_clients_are_counted_in_health(
+    server: HeartsimServer, client: httpx.AsyncClient
+) -> None:
+    async with websockets.connect(server.ws_url) as a, websockets.connect(server.ws_url) as b:
+        await recv_json(a)
+        await recv_json(b)
+        assert (await client.get("/health")).json()["websocket_clients"] == 2
+    await wait_until(lambda: server.app.state.heartsim.websocket_clients == 0)
+    assert server.hub.subscriber_count() == 0
+
+
+async def test_server_stop_closes_streams_with_going_away(make_server: ServerFactory) -> None:
+    server = await make_server(autostart=True)
+    async with websockets.connect(server.ws_url) as ws:
+        await recv_json(ws)
+        started = time.monotonic()
+        await server.stop()
+        assert time.monotonic() - started < 2.0
+        with pytest.raises(ConnectionClosed) as closed:
+            for _ in range(1000):
+                await asyncio.wait_for(ws.recv(), 3)
+    assert closed.value.rcvd.code in (1001, 1012)
