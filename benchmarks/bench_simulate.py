@@ -86,8 +86,9 @@ def main() -> None:
         else:
             ours = (beats / rate) / person_hours
             print(
-                f"one person-hour: NeuroKit2 ecg_simulate {nk_hour:.2f} s, heartsim {ours * 1e3:.2f} ms"
-                f" -> heartsim x{nk_hour / ours:,.0f} faster (NeuroKit2 also draws the ECG waveform)"
+                f"one person-hour: NeuroKit2 ecg_simulate {nk_hour:.2f} s, "
+                f"heartsim {ours * 1e3:.2f} ms -> heartsim x{nk_hour / ours:,.0f} faster "
+                "(NeuroKit2 also draws the ECG waveform)"
             )
 
 
