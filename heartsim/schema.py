@@ -11,6 +11,7 @@ and its 422 messages ("stress_level must be between 0 and 1, got 2") both read :
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
@@ -31,6 +32,9 @@ MAX_HISTORY_LIMIT = 10_000
 #: Most characters of a person id (ids appear in URLs and log lines).
 MAX_PERSON_ID_LENGTH = 64
 PERSON_ID_PATTERN = r"^[A-Za-z0-9_.\-]+$"
+#: Most RR intervals one ``POST /predict`` takes (over 30 min at 300 bpm; the default model
+#: reads the last ~11 min).
+MAX_PREDICT_INTERVALS = 10_000
 
 #: Allowed range (low, high), inclusive, of every numeric request parameter and profile field.
 RANGES: dict[str, tuple[float, float]] = {
@@ -41,6 +45,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "spontaneous_stress_per_h": (0.0, MAX_SPONTANEOUS_PER_H),
     "since": (0, 2**53),
     "limit": (1, MAX_HISTORY_LIMIT),
+    # RR intervals of POST /predict, ms: 300 to 20 bpm; anything else is an artefact.
+    "rr_ms": (200.0, 3000.0),
     **PROFILE_RANGES,
 }
 #: Parameters that must be whole numbers.
@@ -83,13 +89,17 @@ class HeartbeatMessage(_Message):
     diastolic: int = Field(description="Diastolic blood pressure, mmHg")
     state: Literal["running", "paused", "stopped"] = Field(description="Simulation state")
     prediction: str | int | float | None = Field(
-        default=None, description="Attached model's prediction for this person now, else null"
+        default=None,
+        description="Attached model's call for this person now ('stress' or 'calm' for a "
+        "heartsim StressClassifier); null without a model, during the person's first window "
+        "(60 s by default) or when the model failed",
     )
     confidence: float | None = Field(
-        default=None, description="Attached model's confidence, 0 to 1, else null"
+        default=None,
+        description="Attached model's probability of its call, 0 to 1, else null",
     )
     stress_score: float | None = Field(
-        default=None, description="Attached model's stress score, else null"
+        default=None, description="Attached model's probability of stress, 0 to 1, else null"
     )
     rr_ms: list[float] = Field(
         description="RR intervals, ms, of the beats completed since the previous message"
@@ -219,6 +229,25 @@ class TickLag(BaseModel):
     jitter: float = Field(description="Standard deviation of the lag, ms")
 
 
+class ModelStatus(BaseModel):
+    """The model whose predictions fill the stream (``GET /health``)."""
+
+    attached: bool = Field(description="Whether messages carry a model's predictions")
+    name: str | None = Field(
+        default=None, description="The attached model's label (its file name with --model)"
+    )
+    features: list[str] = Field(
+        default_factory=list,
+        description="Feature names the attached model reads (the keys of POST /predict's features)",
+    )
+    errors: int = Field(
+        default=0,
+        description="Prediction failures since the server started (failing model calls, "
+        "rejected messages); the messages concerned carried null predictions",
+    )
+    last_error: str | None = Field(default=None, description="The last failure")
+
+
 class Health(BaseModel):
     """``GET /health``."""
 
@@ -240,6 +269,7 @@ class Health(BaseModel):
     clock: Literal["real", "virtual"]
     persons: int = Field(description="Number of simulated persons")
     default_person: str
+    model: ModelStatus = Field(default_factory=lambda: ModelStatus(attached=False))
 
 
 class SimulationConfig(BaseModel):
@@ -351,3 +381,54 @@ class HistoryPage(BaseModel):
     missed: int = Field(description="Messages after ?since= no longer buffered (a gap)")
     more: bool = Field(description="More messages follow (ask again with since=last seq)")
     messages: list[HeartbeatMessage]
+
+
+# ----- predictions -----------------------------------------------------------------------------
+_RR_LOW, _RR_HIGH = RANGES["rr_ms"]
+#: 82 beats (~67 s) of a calm rhythm with breathing arrhythmia: about the shortest valid
+#: ``POST /predict`` request.
+EXAMPLE_RR_MS = [round(820.0 + 40.0 * math.sin(2.0 * math.pi * k / 4.5), 1) for k in range(82)]
+#: A feature row for the default model (heart rate 12.5 bpm above baseline, RMSSD at 55 %).
+EXAMPLE_FEATURES = {"hr_delta_bpm": 12.5, "rmssd_log_ratio": -0.6, "hr_trend_bpm": 4.0}
+
+
+class PredictRequest(BaseModel):
+    """``POST /predict``: exactly one of ``rr_ms`` or ``features``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rr_ms: list[Annotated[float, Field(ge=_RR_LOW, le=_RR_HIGH)]] | None = Field(
+        default=None,
+        max_length=MAX_PREDICT_INTERVALS,
+        description=f"One person's consecutive RR intervals, ms, oldest first, ending now; "
+        f"each from {_RR_LOW:g} to {_RR_HIGH:g} ms, at most {MAX_PREDICT_INTERVALS} of them. "
+        "They must span the model's window plus one step (65 s by default); send the last "
+        "10 min for the default model's full context.",
+    )
+    features: dict[str, Annotated[float, Field(allow_inf_nan=False)]] | None = Field(
+        default=None,
+        description="One precomputed feature row (heartsim.ml.HRVFeatures column names): "
+        "every feature the attached model reads (GET /health: model.features); other "
+        "heartsim feature columns are ignored",
+    )
+
+
+class PredictResponse(BaseModel):
+    """``POST /predict``: the attached model's answer."""
+
+    prediction: Literal["stress", "calm"] = Field(
+        description="'stress' when stress_score exceeds the model's threshold (0.5 by default)"
+    )
+    confidence: float = Field(
+        ge=0.0, le=1.0, description="The model's probability of its prediction, 0.5 to 1"
+    )
+    stress_score: float = Field(ge=0.0, le=1.0, description="Probability of stress, 0 to 1")
+    model: str | None = Field(description="Label of the model that answered")
+    span_s: float | None = Field(
+        description="Time spanned by the rr_ms sent, s (null for a feature row)"
+    )
+    full_context: bool | None = Field(
+        description="Whether rr_ms covered the model's whole context (its window plus the "
+        "person's baseline history, 11 min by default); false: the answer leans to 'calm'. "
+        "Null for a feature row."
+    )

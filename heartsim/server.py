@@ -26,7 +26,9 @@ import signal
 import socket
 import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -35,12 +37,18 @@ from heartsim.engine import Engine
 from heartsim.hub import Hub
 from heartsim.runner import Clock, Runner
 
+if TYPE_CHECKING:  # heartsim.ml pulls in scikit-learn: imported only when a model is used
+    from heartsim.ml import LivePredictor, StressClassifier
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8001
 #: Protocol-level cap on inbound WebSocket messages (bytes); the app's own cap is smaller.
 WS_MAX_SIZE = 64 * 1024
+#: Pending connections the listening socket queues (uvicorn's default), e.g. while bound by
+#: :meth:`HeartsimServer.bind` before the serving task first runs.
+BACKLOG = 2048
 _START_TIMEOUT_S = 15.0
 
 
@@ -75,7 +83,8 @@ def _bind(host: str, port: int) -> socket.socket:
     except OSError:
         sock.close()
         raise
-    sock.set_inheritable(True)
+    # Left non-inheritable (Python's default): a child process started with close_fds=False or
+    # os.system() (a notebook's "!cmd") would otherwise keep the port listening after we exit.
     return sock
 
 
@@ -163,6 +172,7 @@ class HeartsimServer:
         self.log_level = log_level
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
+        self._sock: socket.socket | None = None  # bound by bind(), not yet handed to uvicorn
 
     # ----- addresses ---------------------------------------------------------------------------
     @property
@@ -199,8 +209,54 @@ class HeartsimServer:
         return self._task is None or self._task.done()
 
     # ----- lifecycle ---------------------------------------------------------------------------
+    def bind(self) -> int:
+        """Bind and listen now, synchronously; :meth:`start` then serves this socket.
+
+        For callers that cannot await (a notebook's ``start_server``): a busy port raises
+        :class:`OSError` at once, and connections made before the serving task first runs wait
+        in the backlog instead of being refused. Idempotent; no loop needed.
+
+        Returns
+        -------
+        int
+            The bound port.
+
+        Raises
+        ------
+        OSError
+            The address is unavailable (port busy, host not local).
+        RuntimeError
+            Already serving.
+        """
+        if self._sock is None:
+            if not self._task_done:
+                raise RuntimeError(f"server already running at {self.url}")
+            sock = _bind(self.host, self._requested_port)
+            try:
+                sock.listen(BACKLOG)
+            except OSError:
+                sock.close()
+                raise
+            self._sock = sock
+            self._port = sock.getsockname()[1]
+        return self.port
+
+    def close_listener(self) -> None:
+        """Stop accepting connections now, synchronously; :meth:`stop` ends the rest.
+
+        Frees the port at once (for code that cannot await, e.g. to rebind it), except during
+        the few milliseconds of uvicorn's startup after :meth:`start` handed it the socket.
+        Open connections and the app are left to :meth:`stop`. Call it on the server's loop.
+        """
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+        if self._server is not None:
+            for listener in getattr(self._server, "servers", ()):
+                listener.close()
+
     async def start(self) -> HeartsimServer:
-        """Bind, start serving on the running loop and wait until ready.
+        """Bind (unless :meth:`bind` did), start serving on the running loop, wait until ready.
 
         Raises
         ------
@@ -211,8 +267,7 @@ class HeartsimServer:
         """
         if not self._task_done:
             raise RuntimeError(f"server already running at {self.url}")
-        sock = _bind(self.host, self._requested_port)
-        self._port = sock.getsockname()[1]
+        self.bind()
         ws_settings = self.app.state.heartsim.ws
         config = uvicorn.Config(
             self.app,
@@ -228,8 +283,10 @@ class HeartsimServer:
             log_level=self.log_level,
             access_log=False,
             timeout_graceful_shutdown=3,
+            backlog=BACKLOG,
         )
         self._server = _EmbeddedServer(config)
+        sock, self._sock = self._sock, None  # uvicorn owns it from here (and closes it)
         self._task = asyncio.get_running_loop().create_task(
             self._serve(self._server, sock), name=f"heartsim-server-{self._port}"
         )
@@ -260,6 +317,9 @@ class HeartsimServer:
 
     async def stop(self) -> None:
         """Close every client and stop serving (idempotent)."""
+        if self._sock is not None:  # bound but never started
+            self._sock.close()
+            self._sock = None
         server, task = self._server, self._task
         if server is None or task is None:
             return
@@ -284,6 +344,55 @@ class HeartsimServer:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+    # ----- model -------------------------------------------------------------------------------
+    def attach_model(self, model: Any, *, name: str | None = None, **options: Any) -> LivePredictor:
+        """Put a stress model's live predictions in every message, from the next tick on.
+
+        Each message then carries ``prediction`` (``"stress"`` / ``"calm"``), ``confidence``
+        and ``stress_score`` (0 to 1) for its person, from that person's recent beats (null
+        during a person's first ``window_s``, 60 s by default, of stream time). ``POST
+        /predict`` uses the same model. A model error never stops the stream: the messages
+        concerned carry nulls and the error is counted in ``GET /health`` (``model.errors``)
+        and ``/metrics``. Attaching replaces any attached model (predictions restart with
+        the warm-up).
+
+        Call it on the server's event loop thread (in a notebook's ``mode="thread"``, through
+        ``ServerHandle.call``); it returns at once (no I/O).
+
+        Parameters
+        ----------
+        model : heartsim.ml.StressClassifier
+            A fitted model (e.g. ``StressClassifier.load(path)``), fitted on a feature table.
+        name : str, optional
+            Label shown in ``GET /health`` (default: the model's class name).
+        **options
+            Passed to :class:`heartsim.ml.LivePredictor` (``hold_s``, ``window_s``, ...).
+
+        Returns
+        -------
+        heartsim.ml.LivePredictor
+            The predictor now feeding the stream (read its per-person ``latest(...)``).
+
+        Raises
+        ------
+        ValueError
+            If the model cannot predict live (not fitted on a feature table, unknown
+            features, options contradicting its training).
+        """
+        from heartsim.ml import LivePredictor
+
+        predictor = LivePredictor(model, **options)
+        label = name or type(model).__name__
+        self.runner.attach_predictor(predictor, name=label)
+        logger.info("model %s attached (features %s)", label, predictor.feature_names)
+        return predictor
+
+    def detach_model(self) -> None:
+        """Stop predicting: messages carry null predictions again (no-op without a model)."""
+        if self.runner.predictor is not None:
+            self.runner.attach_predictor(None)
+            logger.info("model detached")
 
     def __repr__(self) -> str:
         state = "running" if self.started else "stopped"
@@ -341,6 +450,44 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="spontaneous stress episodes per hour and person (default %(default)s)",
     )
     parser.add_argument("--start", action="store_true", help="start the simulation right away")
+    parser.add_argument(
+        "--model",
+        metavar="FILE",
+        default=None,
+        help="StressClassifier file (StressClassifier.save) whose predictions fill every "
+        "message and answer POST /predict; only load files you trust (joblib runs code)",
+    )
+
+
+def load_model_file(path: str | Path) -> StressClassifier:
+    """Load a :class:`heartsim.ml.StressClassifier` file for ``heartsim serve --model``.
+
+    Raises
+    ------
+    ValueError
+        With a message naming the file and the problem: missing, not a heartsim model,
+        written by other heartsim / scikit-learn versions, or unusable live.
+    """
+    from heartsim.ml import LivePredictor, ModelFileError, StressClassifier
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"model file {str(path)!r} does not exist")
+    try:
+        model = StressClassifier.load(path)
+    except ModelFileError as exc:
+        raise ValueError(str(exc)) from None
+    # joblib files are pickles: a damaged or foreign file fails in many ways.
+    except Exception as exc:
+        raise ValueError(
+            f"{str(path)!r} is not a readable StressClassifier file ({type(exc).__name__}: "
+            f"{exc}); save one with StressClassifier.save"
+        ) from None
+    try:
+        LivePredictor(model)
+    except ValueError as exc:
+        raise ValueError(f"{str(path)!r} cannot predict live: {exc}") from None
+    return model
 
 
 async def _serve_until_signalled(server: HeartsimServer) -> None:
@@ -368,7 +515,8 @@ def run_serve(args: argparse.Namespace) -> int:
     """Run ``heartsim serve`` until Ctrl-C / SIGTERM; returns the exit code.
 
     Exit codes: 0 after a clean shutdown, 1 if the address cannot be bound or the server fails,
-    2 for invalid settings (e.g. a non-loopback host without ``--token`` or ``--insecure``).
+    2 for invalid settings (e.g. a non-loopback host without ``--token`` or ``--insecure``, or
+    a ``--model`` file that is missing, not a heartsim model or from other versions).
     """
     if not is_loopback(args.host) and not args.token and not args.insecure:
         logger.error(
@@ -397,6 +545,13 @@ def run_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         logger.error("invalid setting: %s", exc)
         return 2
+    model_file = getattr(args, "model", None)
+    if model_file is not None:
+        try:
+            server.attach_model(load_model_file(model_file), name=Path(model_file).name)
+        except ValueError as exc:
+            logger.error("--model: %s", exc)
+            return 2
     try:
         asyncio.run(_serve_until_signalled(server))
     except OSError as exc:

@@ -14,7 +14,7 @@ from heartsim._version import __version__
 from heartsim.api.context import AppContext, WebSocketSettings
 from heartsim.api.errors import install_error_handlers
 from heartsim.api.metrics import HeartsimCollector
-from heartsim.api.routes import heartbeat, meta, persons, simulation
+from heartsim.api.routes import heartbeat, meta, persons, predict, simulation
 from heartsim.api.routes.meta import STATIC_DIR
 from heartsim.api.security import RateLimit, RateLimiter, TokenAuth
 from heartsim.api.ws import TransportProbe, heartbeat_socket
@@ -32,11 +32,15 @@ _DESCRIPTION = f"""Virtual persons whose hearts respond to stress, streamed live
 * **Stream**: `WS /ws/heartbeat` (documented under GET /ws/heartbeat), one JSON message per tick
   and person; schema version {SCHEMA_VERSION} at GET /schema/messages.
 * **Persons**: every route takes `?person=ID` (GET /persons); without it, the default person.
+* **Stress model**: with a model attached (`heartsim serve --model FILE`), messages carry its
+  `prediction`, `confidence` and `stress_score`, and POST /predict scores RR intervals sent by
+  a client (GET /health: `model`).
 * **Errors**: always `{{"error": ..., "message": ...}}`; 422 bodies name the field and its
   allowed range.
-* **Security**: when the server has a token, control routes (POST, PATCH, DELETE) and the
-  WebSocket need it (`Authorization: Bearer TOKEN` or `?token=TOKEN`); read routes too when
-  public reads are off. Control routes are rate-limited per client (429 + Retry-After).
+* **Security**: when the server has a token, control routes (POST, PATCH, DELETE, except
+  POST /predict, which changes nothing) and the WebSocket need it (`Authorization: Bearer
+  TOKEN` or `?token=TOKEN`); read routes and POST /predict too when public reads are off.
+  Control routes are rate-limited per client (429 + Retry-After).
 """
 
 
@@ -130,12 +134,14 @@ def create_app(
             {"name": "simulation", "description": "Start, stop, stress, baseline, parameters"},
             {"name": "heartbeat", "description": "Latest sample, history, the stream"},
             {"name": "persons", "description": "Virtual persons and their profiles"},
+            {"name": "model", "description": "Stress predictions of the attached model"},
             {"name": "meta", "description": "Dashboard, health, metrics, schema"},
         ],
     )
     app.state.heartsim = ctx
     install_error_handlers(app)
-    for router in (meta.router, simulation.router, heartbeat.router, persons.router):
+    routers = (meta.router, simulation.router, heartbeat.router, persons.router, predict.router)
+    for router in routers:
         app.include_router(router)
     app.add_api_websocket_route("/ws/heartbeat", heartbeat_socket)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -66,13 +66,17 @@ def not_running(state: str) -> ApiError:
 _FIELD_AT_START = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*) ")
 
 
+def validation_error(field: str | None, message: str, location: str = "query") -> ApiError:
+    """422 for ``field`` (at ``location``: query, body) with ``message`` saying what is allowed."""
+    detail = [{"loc": [location, field or "value"], "msg": message, "type": "value_error"}]
+    return _ValidationApiError(message, field, detail)
+
+
 def engine_value_error(exc: ValueError, location: str = "query") -> ApiError:
     """422 from an engine ``ValueError`` (its message names the parameter and its range)."""
     message = str(exc)
     match = _FIELD_AT_START.match(message)
-    field = match.group(1) if match else None
-    detail = [{"loc": [location, field or "value"], "msg": message, "type": "value_error"}]
-    return _ValidationApiError(message, field, detail)
+    return validation_error(match.group(1) if match else None, message, location)
 
 
 class _ValidationApiError(ApiError):
@@ -82,13 +86,27 @@ class _ValidationApiError(ApiError):
         self.detail = detail
 
 
+# Errors about a container itself (its type, its length), where the range of its items does
+# not apply.
+_CONTAINER_ERRORS = frozenset({"too_long", "too_short", "list_type", "dict_type"})
+
+
 def _field_message(issue: Mapping[str, Any]) -> tuple[str | None, str]:
     loc = [part for part in issue.get("loc", ()) if part not in ("query", "body", "path")]
-    field = ".".join(str(part) for part in loc) if loc else None
-    name = str(loc[-1]) if loc else None
+    parts: list[str] = []
+    for part in loc:  # list items as rr_ms[3]; the range is the list's (its last name)
+        if isinstance(part, int) and parts:
+            parts[-1] += f"[{part}]"
+        else:
+            parts.append(str(part))
+    field = ".".join(parts) if parts else None
+    name = next((p for p in reversed(loc) if isinstance(p, str)), str(loc[-1])) if loc else None
     got = issue.get("input")
-    rule = describe_range(name) if name is not None else None
-    if issue.get("type") == "missing":
+    kind = issue.get("type")
+    rule = describe_range(name) if name is not None and kind not in _CONTAINER_ERRORS else None
+    if kind == "missing":
+        if field is None:
+            return None, "a JSON request body is required"
         return field, f"{field} is required" + (f" ({rule})" if rule else "")
     if rule is not None:
         return field, f"{field} must be {rule}, got {got!r}"
@@ -143,8 +161,13 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error_handler)
 
 
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses=`` entries for ``statuses``, with their body models."""
+def error_responses(
+    *statuses: int, descriptions: Mapping[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries for ``statuses``, with their body models.
+
+    ``descriptions`` replaces the generic description of some statuses for one route.
+    """
     described = {
         400: "The simulation is not running (trigger-stress), or the body is not JSON",
         401: "Missing or wrong token (send Authorization: Bearer TOKEN or ?token=TOKEN)",
@@ -153,6 +176,8 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "Conflict with the current persons",
         422: "A parameter is out of range or malformed; the body names it and its range",
         429: "Too many control requests from this client; retry after Retry-After seconds",
+        500: "Internal error; the body says what failed",
+        **(descriptions or {}),
     }
     out: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
@@ -173,4 +198,5 @@ __all__ = [
     "install_error_handlers",
     "not_running",
     "unknown_person",
+    "validation_error",
 ]

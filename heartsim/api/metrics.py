@@ -27,6 +27,7 @@ class HeartsimCollector(Collector):
         ctx = self.ctx
         hub = ctx.hub.stats()
         ticks = ctx.runner.stats()
+        model = ctx.runner.model_stats()
         counters = [
             ("heartsim_messages_published", "Messages produced (one per tick and person)",
              hub.messages_published),
@@ -41,6 +42,10 @@ class HeartsimCollector(Collector):
             ("heartsim_tick_errors", "Ticks that failed", ticks.tick_errors),
             ("heartsim_rate_limited", "Control requests refused with 429",
              ctx.limiter.rejected if ctx.limiter is not None else 0),
+            ("heartsim_model_errors", "Prediction failures (their messages carried nulls)",
+             model.errors),
+            ("heartsim_model_inference_seconds", "Time spent predicting in ticks",
+             model.inference_s),
         ]  # fmt: skip
         for name, doc, value in counters:
             yield CounterMetricFamily(name, doc, value=value)
@@ -52,6 +57,8 @@ class HeartsimCollector(Collector):
             ("heartsim_uptime_seconds", "Seconds since start", ctx.uptime_s),
             ("heartsim_simulation_running", "1 while the simulation runs",
              float(ctx.engine.state is SimulationState.RUNNING)),
+            ("heartsim_model_attached", "1 while a model fills the predictions",
+             float(model.attached)),
         ]  # fmt: skip
         for name, doc, value in gauges:
             yield GaugeMetricFamily(name, doc, value=value)

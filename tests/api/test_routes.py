@@ -321,6 +321,7 @@ async def test_openapi_documents_every_route_parameter_and_error(
         ("get", "/heartbeat/current"), ("get", "/heartbeat/history"), ("get", "/ws/heartbeat"),
         ("get", "/persons"), ("post", "/persons"), ("get", "/persons/{person_id}"),
         ("patch", "/persons/{person_id}"), ("delete", "/persons/{person_id}"),
+        ("post", "/predict"),
     }  # fmt: skip
     documented = {(method, path) for path, ops in paths.items() for method in ops}
     assert documented == expected

@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from heartsim.api.context import Ctx, PersonParam, read_guard
 from heartsim.api.errors import error_responses
-from heartsim.schema import Health, TickLag, message_json_schema
+from heartsim.schema import Health, ModelStatus, TickLag, message_json_schema
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
@@ -36,14 +36,16 @@ def dashboard() -> FileResponse:
     summary="Service health",
 )
 def health(ctx: Ctx, person: PersonParam) -> Health:
-    """Status, simulation state, clients, delivery counters and tick timing.
+    """Status, simulation state, clients, delivery counters, tick timing and the attached model.
 
     Always public (liveness probes need no token). ``base_bpm`` is the person's (default
-    person's) resting heart rate.
+    person's) resting heart rate. ``model.errors`` counts prediction failures (their messages
+    carried nulls; the stream went on).
     """
     engine = ctx.engine
     hub = ctx.hub.stats()
     ticks = ctx.runner.stats()
+    model = ctx.runner.model_stats()
     return Health(
         simulation_state=engine.state.value,
         base_bpm=engine.profile(person).resting_hr_bpm,
@@ -66,6 +68,13 @@ def health(ctx: Ctx, person: PersonParam) -> Health:
         clock=ctx.runner.clock,
         persons=len(engine.person_ids),
         default_person=engine.default_person,
+        model=ModelStatus(
+            attached=model.attached,
+            name=model.name,
+            features=list(model.features),
+            errors=model.errors,
+            last_error=model.last_error,
+        ),
     )
 
 

@@ -144,4 +144,5 @@ def remove_person(ctx: Ctx, person_id: PersonPath) -> PersonRemoved:
     except ValueError as exc:
         raise ApiError(409, "Conflict", str(exc)) from None
     ctx.hub.drop_person(person_id)
+    ctx.runner.forget_person(person_id)
     return PersonRemoved(message=f"Person {person_id} removed", person_id=person_id)
