@@ -500,7 +500,30 @@ def parse_duration(text: str) -> float | None:
 
 
 # ----- the control panel -----------------------------------------------------------------------
-class ControlPanel(widgets.VBox):
+class _FedByHub:
+    """Lifecycle shared by the live widgets: their tasks live in ``self._feed``."""
+
+    _feed: _Feed | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the widget's live tasks are alive."""
+        return self._feed is not None and self._feed.running
+
+    def stop(self) -> None:
+        """Stop the live updates: cancel the tasks and drop the subscription (idempotent).
+
+        Buttons of a control panel keep working."""
+        if self._feed is not None:
+            self._feed.stop()
+
+    async def wait_stopped(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Wait until the live tasks have finished (after :meth:`stop` or a server shutdown)."""
+        if self._feed is not None:
+            await self._feed.wait_stopped(timeout_s)
+
+
+class ControlPanel(_FedByHub, widgets.VBox):
     """Buttons and sliders that command the engine, a live status line and an error line.
 
     Made by :func:`controls`; see there. The parts are attributes, for tests and for linking
@@ -732,21 +755,6 @@ class ControlPanel(widgets.VBox):
         self.status_updates += 1
 
     # ----- lifecycle ---------------------------------------------------------------------------
-    @property
-    def running(self) -> bool:
-        """Whether the live status tasks are alive."""
-        return self._feed is not None and self._feed.running
-
-    def stop(self) -> None:
-        """Stop the live status (cancels its tasks; buttons keep working)."""
-        if self._feed is not None:
-            self._feed.stop()
-
-    async def wait_stopped(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
-        """Wait until the live status tasks have finished (after :meth:`stop` or a shutdown)."""
-        if self._feed is not None:
-            await self._feed.wait_stopped(timeout_s)
-
     def close(self) -> None:
         """Stop the live status and close the panel and all its widgets."""
         self.stop()
@@ -824,7 +832,7 @@ def _runs(t: np.ndarray, mask: np.ndarray) -> list[tuple[float, float]]:
     return [(float(t[s]), float(t[e])) for s, e in zip(starts, ends, strict=True)]
 
 
-class LivePlot:
+class LivePlot(_FedByHub):
     """A live matplotlib figure of one person's heart rate, RMSSD and blood pressure.
 
     Made by :func:`live_plot`; see there.
@@ -1064,21 +1072,6 @@ class LivePlot:
         self.draws += 1
 
     # ----- lifecycle ---------------------------------------------------------------------------
-    @property
-    def running(self) -> bool:
-        """Whether the plot's tasks are alive."""
-        return self._feed is not None and self._feed.running
-
-    def stop(self) -> None:
-        """Stop updating: cancel the tasks and drop the subscription (idempotent)."""
-        if self._feed is not None:
-            self._feed.stop()
-
-    async def wait_stopped(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
-        """Wait until the plot's tasks have finished (after :meth:`stop` or a shutdown)."""
-        if self._feed is not None:
-            await self._feed.wait_stopped(timeout_s)
-
     def close(self) -> None:
         """Stop and close the widgets (the figure is not shown any more)."""
         self.stop()
