@@ -19,7 +19,8 @@ export class ApiError extends Error {
 
 export class Api {
   /**
-   * @param {string} base - origin of the server (`window.location.origin`)
+   * @param {string} base - the page's base URL (`document.baseURI`): API paths resolve against
+   *   it, so the dashboard also works behind a path prefix (jupyter-server-proxy's /proxy/PORT/)
    * @param {string|null} token - sent as `Authorization: Bearer TOKEN` when set
    */
   constructor(base, token = null) {
@@ -28,7 +29,7 @@ export class Api {
   }
 
   url(path, query = {}) {
-    const url = new URL(path, this.base);
+    const url = new URL(path.replace(/^\//, ""), this.base);
     for (const [key, value] of Object.entries(query)) {
       if (value !== null && value !== undefined && value !== "") url.searchParams.set(key, value);
     }

@@ -16,7 +16,7 @@ const STATUS_TEXT = {
 
 const $ = (id) => document.getElementById(id);
 const pageParams = new URLSearchParams(window.location.search);
-const api = new Api(window.location.origin, pageParams.get("token"));
+const api = new Api(document.baseURI, pageParams.get("token"));
 const chart = new LiveChart($("chart"), CHART_WINDOW_S);
 const stream = new HeartbeatStream(api, {
   onStatus: showStatus,
