@@ -11,6 +11,8 @@ The pieces follow scikit-learn's conventions::
 
 - :class:`HRVFeatures`: beats (or stream messages) -> windowed HRV features with ground truth;
 - :func:`make_dataset`: simulate a population and featurise it;
+- :func:`collect` / :func:`collect_async`: the same table from a running server (virtual time
+  in process), :func:`fast_forward` to step an in-process server ahead;
 - :class:`StressClassifier`: the estimator (a Pipeline inside), with ``save`` / ``load``;
 - :func:`evaluate`: leave-persons-out metrics, detection latency and false alarms;
 - :class:`LivePredictor`: per-person predictions from heartbeat messages;
@@ -18,6 +20,7 @@ The pieces follow scikit-learn's conventions::
 """
 
 from heartsim.ml.classifier import ModelFileError, StressClassifier
+from heartsim.ml.collect import collect, collect_async, fast_forward
 from heartsim.ml.dataset import make_dataset
 from heartsim.ml.evaluation import EvaluationReport, evaluate
 from heartsim.ml.features import FEATURE_COLUMNS, HRVFeatures
@@ -30,7 +33,10 @@ __all__ = [
     "LivePredictor",
     "ModelFileError",
     "StressClassifier",
+    "collect",
+    "collect_async",
     "evaluate",
+    "fast_forward",
     "make_dataset",
     "predict_rr",
 ]
