@@ -12,7 +12,6 @@ import dataclasses
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
 
@@ -99,22 +98,18 @@ def simulate(
     def finish(raw: RawBeats) -> dict[str, np.ndarray]:
         return _person_major(raw.finish(arrays, schedule, bulk_rng))
 
-    # The sequential beat loop runs here while a worker thread derives and compacts the
-    # previous chunk: its large array operations release the GIL, so the two cores share the
-    # work. Chunks are finished in order with their own generator, so results stay determined.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="heartsim-simulate") as worker:
-        # The warm-up (before t = 0) only feeds the first ticks' windows: it is kept apart.
-        raw = run_beats(state, arrays, schedule, 0.0, rng, capacity=int(WARMUP_S * 3.5))
-        warmup_part = worker.submit(finish, raw)
-        parts, t = [], 0.0
-        while t < duration_s:
-            t = min(t + CHUNK_S, float(duration_s))
-            # Capacity: rows for the fastest possible heart over the chunk (grows if not).
-            raw = run_beats(state, arrays, schedule, t, rng, capacity=int(CHUNK_S * 3.5))
-            parts.append(worker.submit(finish, raw))
-            report(t)
-        warmup = _beats_table([warmup_part.result()], ids, arrays)
-        beats = _beats_table([p.result() for p in parts], ids, arrays)
+    # The warm-up (before t = 0) only feeds the first ticks' windows: it is kept apart.
+    raw = run_beats(state, arrays, schedule, 0.0, rng, capacity=int(WARMUP_S * 3.5))
+    warmup = _beats_table([finish(raw)], ids, arrays)
+    parts, t = [], 0.0
+    while t < duration_s:
+        t = min(t + CHUNK_S, float(duration_s))
+        # Capacity: rows for the fastest possible heart over the chunk (grows if not).
+        parts.append(
+            finish(run_beats(state, arrays, schedule, t, rng, capacity=int(CHUNK_S * 3.5)))
+        )
+        report(t)
+    beats = _beats_table(parts, ids, arrays)
     report(None)
     return SimulationResult(
         beats=beats,
