@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -231,22 +230,17 @@ def test_engine_stream_detects_a_triggered_stressor(fitted_model: StressClassifi
 
 
 @pytest.mark.parametrize("n_persons", [1, 20])
-def test_cost_per_person_per_tick_is_under_a_millisecond(
+def test_one_update_per_tick_over_a_whole_stream_scores_everyone(
     fitted_model: StressClassifier, n_persons: int
 ) -> None:
-    """Micro-benchmark: the whole stream (warm-up included), one update_many call per tick."""
+    """The whole stream (warm-up included), one update_many call per tick. Its cost is measured
+    in benchmarks/bench_inference.py, not here: timed assertions flake on shared machines."""
     samples = simulate(n_persons=n_persons, duration_s=180, seed=12).samples
-    ticks = _ticks(samples)
     live = LivePredictor(fitted_model)
-    start = time.perf_counter()
-    for tick in ticks:
+    for tick in _ticks(samples):
         live.update_many(tick)
-    elapsed = time.perf_counter() - start
-    per_person_tick_ms = 1000.0 * elapsed / (len(ticks) * n_persons)
-    print(f"\n{n_persons} person(s): {1000 * per_person_tick_ms:.0f} µs per person per tick")
     assert live.errors == 0
-    assert live.latest("p0") is not None
-    assert per_person_tick_ms < 1.0
+    assert all(live.latest(f"p{i}") is not None for i in range(n_persons))
 
 
 # ------------------------------------------------------------------------ predict_rr
