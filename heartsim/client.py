@@ -896,6 +896,11 @@ def _allow_reentry(loop: asyncio.AbstractEventLoop) -> None:
         "nest_asyncio2 so the loop keeps serving while the call waits (process-wide; "
         "use 'await client.<method>()' to avoid it)"
     )
+    # The loop step now running is the unpatched one: it will still pop the callbacks that were
+    # ready when it began. The first nested run may consume some of them, and that step would
+    # then pop from an empty queue and kill the kernel (IndexError, seen ~1 run in 10). After
+    # that first nested run, pad the queue back with no-op callbacks (harmless).
+    expected = len(getattr(loop, "_ready", ()))
     try:
         nest_asyncio2.apply(loop)
     except ValueError as exc:  # e.g. uvloop: not an asyncio.BaseEventLoop
@@ -903,6 +908,18 @@ def _allow_reentry(loop: asyncio.AbstractEventLoop) -> None:
             f"cannot make a blocking heartsim call inside the running {type(loop).__name__} "
             f"({exc}); use 'await client.<method>()' instead of client.sync"
         ) from exc
+    patched_run = type(loop).run_until_complete
+
+    def first_nested_run(future: Any) -> Any:
+        try:
+            return patched_run(loop, future)
+        finally:
+            del loop.run_until_complete  # back to the class's (patched) method
+            ready = loop._ready  # type: ignore[attr-defined]
+            for _ in range(expected - len(ready)):
+                ready.append(asyncio.Handle(lambda: None, (), loop, None))
+
+    loop.run_until_complete = first_nested_run  # type: ignore[method-assign]
 
 
 async def _anext_or_done(iterator: AsyncIterator[_T]) -> _T | object:
