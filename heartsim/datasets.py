@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
 
@@ -19,14 +21,14 @@ import numpy as np
 import pandas as pd
 
 from heartsim.engine import WARMUP_S
-from heartsim.physiology.beats import BeatBlock, BeatState, RawBeats, breathing_rate_bpm, run_beats
+from heartsim.physiology.beats import BeatBlock, BeatState, breathing_rate_bpm, generate_beats
 from heartsim.physiology.profiles import PersonProfile, ProfileArrays, sample_population
 from heartsim.physiology.stress import LABELS, Episode, Schedule, label_codes
 from heartsim.physiology.windows import beat_keys, window_stats
 from heartsim.protocols import Protocol, as_protocol
 
-#: Simulated seconds per vectorised chunk (one progress-bar step).
-CHUNK_S = 60.0
+#: Persons per group of the batch simulation (a unit of work and of progress).
+GROUP_SIZE = 128
 MAX_DURATION_S = 30 * 86400.0
 FORMATS = ("parquet", "csv")
 _TABLES = ("beats", "samples", "persons", "episodes")
@@ -41,6 +43,7 @@ def simulate(
     persons: Sequence[PersonProfile] | None = None,
     tick_hz: float = 2.0,
     progress: bool | Callable[[float], None] = False,
+    workers: int | None = None,
 ) -> SimulationResult:
     """Simulate ``n_persons`` for ``duration_s`` seconds under a stress ``protocol``.
 
@@ -62,6 +65,9 @@ def simulate(
         Rate (Hz) of the ``samples`` table's ticks, like the live stream's (0.1 to 50).
     progress
         ``True`` shows a tqdm progress bar; a callable receives the completed fraction.
+    workers
+        Threads simulating groups of persons at once (default: the available cores). The
+        result is the same for any number.
 
     Examples
     --------
@@ -75,7 +81,9 @@ def simulate(
         )
     if not isinstance(tick_hz, (int, float)) or not 0.1 <= tick_hz <= 50.0:
         raise ValueError(f"tick_hz must be between 0.1 and 50, got {tick_hz!r}")
-    population_seed, protocol_seed, sim_seed, bulk_seed = np.random.SeedSequence(seed).spawn(4)
+    if workers is not None and (not isinstance(workers, (int, np.integer)) or workers < 1):
+        raise ValueError(f"workers must be a positive integer or None, got {workers!r}")
+    population_seed, protocol_seed, sim_seed = np.random.SeedSequence(seed).spawn(3)
     if persons is None:
         if not isinstance(n_persons, (int, np.integer)) or not 1 <= n_persons <= 1_000_000:
             raise ValueError(f"n_persons must be between 1 and 1000000, got {n_persons!r}")
@@ -90,96 +98,81 @@ def simulate(
 
     arrays = ProfileArrays.from_profiles(persons)
     schedule = Schedule.from_episodes(episodes)
-    rng = np.random.default_rng(sim_seed)
-    bulk_rng = np.random.default_rng(bulk_seed)
-    state = BeatState.initial(arrays, -WARMUP_S, rng)
-    report = _progress_reporter(progress, duration_s)
+    # Persons are simulated in fixed groups, each from its own random stream: groups run on
+    # several cores at once (the compiled beat loop releases the GIL) and the tables do not
+    # depend on how many workers there are.
+    n = len(persons)
+    groups = [slice(first, min(first + GROUP_SIZE, n)) for first in range(0, n, GROUP_SIZE)]
+    start_stream, *group_streams = sim_seed.spawn(1 + len(groups))
+    state = BeatState.initial(arrays, -WARMUP_S, np.random.default_rng(start_stream))
 
-    def finish(raw: RawBeats) -> dict[str, np.ndarray]:
-        return _person_major(raw.finish(arrays, schedule, bulk_rng))
+    def run(group: slice, stream: np.random.SeedSequence) -> tuple[BeatBlock, BeatBlock]:
+        rng = np.random.default_rng(stream)
+        # The warm-up (before t = 0) only feeds the first ticks' windows: it is kept apart.
+        warmup = generate_beats(state, arrays, schedule, 0.0, rng, persons=group)
+        return warmup, generate_beats(state, arrays, schedule, duration_s, rng, persons=group)
 
-    # The warm-up (before t = 0) only feeds the first ticks' windows: it is kept apart.
-    raw = run_beats(state, arrays, schedule, 0.0, rng, capacity=int(WARMUP_S * 3.5))
-    warmup = _beats_table([finish(raw)], ids, arrays)
-    parts, t = [], 0.0
-    while t < duration_s:
-        t = min(t + CHUNK_S, float(duration_s))
-        # Capacity: rows for the fastest possible heart over the chunk (grows if not).
-        parts.append(
-            finish(run_beats(state, arrays, schedule, t, rng, capacity=int(CHUNK_S * 3.5)))
-        )
-        report(t)
-    beats = _beats_table(parts, ids, arrays)
+    report = _progress_reporter(progress, n)
+    warmups, blocks = [], []
+    with ThreadPoolExecutor(min(workers or _available_cores(), len(groups))) as pool:
+        results = pool.map(run, groups, group_streams)
+        for group, (warmup, block) in zip(groups, results, strict=True):
+            warmups.append(warmup)
+            blocks.append(block)
+            report(group.stop)
     report(None)
     return SimulationResult(
-        beats=beats,
+        beats=_beats_table(BeatBlock.concat(blocks), ids),
         persons=_persons_table(persons),
         episodes=_episodes_table(ids, episodes),
         duration_s=float(duration_s),
         tick_hz=float(tick_hz),
         seed=seed,
         _schedule=schedule,
-        _warmup=warmup,
+        _warmup=_beats_table(BeatBlock.concat(warmups), ids),
     )
 
 
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _progress_reporter(
-    progress: bool | Callable[[float], None], duration_s: float
-) -> Callable[[float | None], None]:
+    progress: bool | Callable[[float], None], n_persons: int
+) -> Callable[[int | None], None]:
+    """Reports persons done (``None`` at the end) to a callable (as a fraction) or a tqdm bar."""
     if callable(progress):
-        return lambda t: None if t is None else progress(t / duration_s)
+        return lambda done: None if done is None else progress(done / n_persons)
     if not progress:
-        return lambda t: None
+        return lambda done: None
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=round(duration_s), unit="sim s", desc="simulating")
+    bar = tqdm(total=n_persons, unit="person", desc="simulating")
 
-    def report(t: float | None) -> None:
-        if t is None:
+    def report(done: int | None) -> None:
+        if done is None:
             bar.close()
         else:
-            bar.update(round(t) - bar.n)
+            bar.update(done - bar.n)
 
     return report
 
 
-_BEAT_FIELDS = ("t_s", "rr_ms", "stress_level", "label", "systolic_mmhg", "diastolic_mmhg")
-
-
-def _person_major(block: BeatBlock) -> dict[str, np.ndarray]:
-    """The valid beats of ``block``, ordered by person then time, plus their person codes."""
-    valid = block.valid.T
-    person = np.broadcast_to(np.arange(valid.shape[0], dtype=np.int32)[:, None], valid.shape)
-    part = {name: getattr(block, name).T[valid] for name in _BEAT_FIELDS}
-    part["person"] = person[valid]
-    return part
-
-
-def _beats_table(
-    parts: list[dict[str, np.ndarray]], ids: list[str], arrays: ProfileArrays
-) -> pd.DataFrame:
-    """One person-major, time-ordered table from per-chunk parts (parts are freed as used)."""
-    person = np.concatenate([p.pop("person") for p in parts])
-    order = np.argsort(person, kind="stable")  # radix sort: chunks stay in time order
-    person = person[order]
-
-    def column(name: str) -> np.ndarray:
-        return np.concatenate([p.pop(name) for p in parts])[order]
-
-    rr = column("rr_ms")
-    stress = column("stress_level")
-    profiles_breathing = breathing_rate_bpm(arrays, np.float32(0.0))
-    breathing = profiles_breathing[person] + arrays.breathing_reactivity_bpm[person] * stress
+def _beats_table(block: BeatBlock, ids: list[str]) -> pd.DataFrame:
+    """The block's beats as a person-major, time-ordered table."""
     table = {
-        "person_id": pd.Categorical.from_codes(person, categories=ids),
-        "t_s": column("t_s"),
-        "rr_ms": rr,
-        "hr_bpm": np.float32(60000.0) / rr,
-        "stress_level": stress,
-        "label": pd.Categorical.from_codes(column("label"), categories=list(LABELS)),
-        "systolic_mmhg": column("systolic_mmhg"),
-        "diastolic_mmhg": column("diastolic_mmhg"),
-        "respiration_rate": breathing,
+        "person_id": pd.Categorical.from_codes(block.person_index(), categories=ids),
+        "t_s": block.t_s,
+        "rr_ms": block.rr_ms,
+        "hr_bpm": np.float32(60000.0) / block.rr_ms,
+        "stress_level": block.stress_level,
+        "label": pd.Categorical.from_codes(block.label, categories=list(LABELS)),
+        "systolic_mmhg": block.systolic_mmhg,
+        "diastolic_mmhg": block.diastolic_mmhg,
+        "respiration_rate": block.breathing_rate_bpm,
     }
     return pd.DataFrame(table, copy=False)
 

@@ -336,7 +336,7 @@ class Engine:
         arrays = ProfileArrays.from_profiles(profiles)
         state = BeatState.initial(arrays, self.t_s - WARMUP_S, self._rng)
         empty = Schedule.from_episodes([[] for _ in profiles])
-        block = generate_beats(state, arrays, empty, self.t_s, self._rng, capacity=64)
+        block = generate_beats(state, arrays, empty, self.t_s, self._rng)
         return state, _RecentBeats.from_block(block)
 
     def _draw_spontaneous_time(self, after_s: float) -> float:
@@ -369,9 +369,7 @@ class Engine:
         _, active = self._schedule.target(t)
         labels = label_codes(stress, active)
         breathing = breathing_rate_bpm(self._arrays, stress)
-        rr_lists = [
-            block.rr_ms[block.valid[:, i], i].astype(np.float64).round(1).tolist() for i in range(n)
-        ]
+        rr_lists = [rr.tolist() for rr in block.split(block.rr_ms.astype(np.float64).round(1))]
         stamp = self.epoch_s + self.t_s
         timestamp = datetime.fromtimestamp(stamp, timezone.utc).isoformat().replace("+00:00", "Z")
         state = self.state.value
@@ -415,14 +413,12 @@ class _RecentBeats:
 
     @classmethod
     def from_block(cls, block: BeatBlock) -> _RecentBeats:
-        """The valid beats of ``block`` (persons numbered by column)."""
-        valid = block.valid
-        person = np.broadcast_to(np.arange(valid.shape[1]), valid.shape)[valid]
+        """The beats of ``block`` (persons numbered in the block's order)."""
         return cls(
-            beat_keys(person, block.t_s[valid]),
-            block.rr_ms[valid],
-            block.systolic_mmhg[valid],
-            block.diastolic_mmhg[valid],
+            beat_keys(block.person_index(), block.t_s),
+            block.rr_ms,
+            block.systolic_mmhg,
+            block.diastolic_mmhg,
         )
 
     def appended(self, block: BeatBlock) -> _RecentBeats:

@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 from heartsim import Episode, LabProtocol, load, simulate
+from heartsim.datasets import GROUP_SIZE
 
 BEAT_COLUMNS = [
     "person_id", "t_s", "rr_ms", "hr_bpm", "stress_level", "label", "systolic_mmhg",
@@ -114,6 +115,17 @@ def test_progress_callback_reaches_one():
     assert seen[-1] == pytest.approx(1.0) and seen == sorted(seen)
 
 
+def test_tables_do_not_depend_on_workers_or_progress():
+    # More persons than one group (GROUP_SIZE), so groups really run on several threads.
+    n = 2 * GROUP_SIZE + 5
+    one = simulate(n_persons=n, duration_s=40, seed=3, workers=1)
+    seen = []
+    many = simulate(n_persons=n, duration_s=40, seed=3, workers=3, progress=seen.append)
+    pd.testing.assert_frame_equal(one.beats, many.beats)
+    pd.testing.assert_frame_equal(one.samples, many.samples)
+    assert seen == pytest.approx([GROUP_SIZE / n, 2 * GROUP_SIZE / n, 1.0])
+
+
 @pytest.mark.parametrize(
     ("kwargs", "name"),
     [
@@ -121,6 +133,8 @@ def test_progress_callback_reaches_one():
         ({"duration_s": 0}, "duration_s"),
         ({"n_persons": 0}, "n_persons"),
         ({"tick_hz": 0}, "tick_hz"),
+        ({"workers": 0}, "workers"),
+        ({"workers": 1.5}, "workers"),
         ({"protocol": "panic"}, "protocol"),
         ({"protocol": {"nobody": []}}, "unknown persons"),
         ({"protocol": LabProtocol}, "protocol"),

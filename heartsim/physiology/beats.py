@@ -18,14 +18,18 @@ drift (time constant 60 s) and ``e`` white beat-to-beat noise. Systolic and dias
 follow the same state: a stress rise plus Mayer waves (Traube-Hering-Mayer) and breathing
 modulation.
 
-Everything is vectorised over persons: one loop iteration produces the next beat of every person
-whose next beat falls before the requested time.
+Each beat depends on the one before (its interval sets how far the oscillators and the stress
+state move), so the beat loop is sequential per person. It is compiled with Numba: one pass per
+person writes every beat straight into person-major output columns, live (a fraction of a beat
+per tick) and in batch (hours per call) alike.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
+import numba
 import numpy as np
 
 from heartsim.physiology.profiles import ProfileArrays
@@ -42,23 +46,65 @@ MAYER_WITHDRAWAL = 0.45
 DIASTOLIC_SHARE = 0.6
 RR_LIMITS_MS = (250.0, 2000.0)
 
-# The three oscillators (HF, LF, drift) are stacked as rows so one call advances them all.
+# The three oscillators, rows of BeatState.osc_re / osc_im.
 _HF, _LF, _DRIFT = 0, 1, 2
-_BANDWIDTH_HZ = np.array(
-    [[HF_BANDWIDTH_HZ], [LF_BANDWIDTH_HZ], [1.0 / (2.0 * np.pi * DRIFT_TAU_S)]], np.float32
+_HF_DECAY_PER_S = -2.0 * math.pi * HF_BANDWIDTH_HZ
+_LF_DECAY_PER_S = -2.0 * math.pi * LF_BANDWIDTH_HZ
+_DRIFT_DECAY_PER_S = -1.0 / DRIFT_TAU_S
+_LF_TURN_PER_S = 2.0 * math.pi * MAYER_HZ
+# Oscillator and pressure innovations are uniform with unit variance (cheaper than normals):
+# the oscillators sum many of them, so their output is Gaussian all the same (central limit).
+# The white beat-to-beat noise, seen directly in successive differences, stays normal.
+_UNIT_UNIFORM = math.sqrt(12.0)
+# Row of each profile field in ProfileArrays.stacked().
+(
+    _REST_HR,
+    _RSA,
+    _MAYER,
+    _DRIFT_SD,
+    _NOISE_SD,
+    _BREATHING,
+    _SBP,
+    _DBP,
+    _HR_GAIN,
+    _SBP_GAIN,
+    _BREATHING_GAIN,
+    _ONSET_TAU,
+    _RECOVERY_TAU,
+) = range(13)
+_OUTPUTS = (
+    ("t_s", np.float64),
+    ("rr_ms", np.float32),
+    ("stress_level", np.float32),
+    ("label", np.int8),
+    ("systolic_mmhg", np.float32),
+    ("diastolic_mmhg", np.float32),
+    ("breathing_rate_bpm", np.float32),
 )
-_DECAY_RATE = np.float32(-2.0 * np.pi) * _BANDWIDTH_HZ
-# Innovations are uniform with unit variance, four times cheaper to draw than normals: the
-# oscillators sum many of them, so their output is Gaussian all the same (central limit). The
-# white beat-to-beat noise, seen directly in successive differences, stays normal.
-_UNIT_UNIFORM = np.float32(np.sqrt(12.0))
+
+
+@numba.vectorize(["float64(" + ", ".join(["float64"] * 11) + ")"], cache=True)
+def interval_ms(
+    resting_hr_bpm, hr_gain_bpm, rsa_ms, mayer_ms, drift_ms, noise_ms, stress, hf, lf, drift, e
+):  # pragma: no cover - compiled
+    """The next RR interval (ms) from the stress state, the oscillators' real parts and a unit
+    normal ``e``; clipped to :data:`RR_LIMITS_MS`. A ufunc, also called inside the beat loop."""
+    vagal = 1.0 - VAGAL_WITHDRAWAL * stress
+    rr = (
+        60000.0 / (resting_hr_bpm + hr_gain_bpm * stress)
+        + rsa_ms * vagal * hf
+        + mayer_ms * (1.0 - MAYER_WITHDRAWAL * stress) * lf
+        + drift_ms * drift
+        + noise_ms * vagal * e
+    )
+    return min(max(rr, RR_LIMITS_MS[0]), RR_LIMITS_MS[1])
 
 
 @dataclass
 class BeatState:
-    """Mutable state of the beat generator for ``n`` persons.
+    """Mutable state of the beat generator for ``n`` persons, float64 arrays.
 
-    ``next_beat_s`` (float64, shape ``(n,)``) is when each person's next beat fires and
+    ``next_beat_s`` (shape ``(n,)``) is when each person's next beat fires and
     ``pending_rr_ms`` the interval that ends there; ``stress`` is the autonomic stress state
     (0 to 1) at the last beat; ``osc_re``/``osc_im`` (shape ``(3, n)``) hold the HF, LF and
     drift oscillators, whose real parts have unit variance.
@@ -74,22 +120,34 @@ class BeatState:
     def initial(cls, profiles: ProfileArrays, t0_s: float, rng: np.random.Generator) -> BeatState:
         """Stationary start at rest: oscillators drawn from their steady state, beats de-phased."""
         n = profiles.resting_hr_bpm.shape[0]
-        z = rng.standard_normal((7, n), dtype=np.float32)
-        state = cls(
-            next_beat_s=np.zeros(n),
-            pending_rr_ms=np.zeros(n, np.float32),
-            stress=np.zeros(n, np.float32),
-            osc_re=z[0:3],
-            osc_im=z[3:6],
+        z = rng.standard_normal((7, n))
+        p = profiles
+        rr = interval_ms(
+            p.resting_hr_bpm,
+            p.hr_reactivity_bpm,
+            p.rsa_amplitude_ms,
+            p.mayer_amplitude_ms,
+            p.drift_sd_ms,
+            p.beat_noise_sd_ms,
+            np.zeros(n),
+            z[_HF],
+            z[_LF],
+            z[_DRIFT],
+            z[6],
         )
-        rr = _next_rr(profiles, state, z[6])
-        state.pending_rr_ms = rr
-        state.next_beat_s = t0_s + rng.uniform(0.0, 1.0, n) * rr / 1000.0
-        return state
+        return cls(
+            next_beat_s=t0_s + rng.uniform(0.0, 1.0, n) * rr / 1000.0,
+            pending_rr_ms=rr,
+            stress=np.zeros(n),
+            osc_re=np.ascontiguousarray(z[0:3]),
+            osc_im=np.ascontiguousarray(z[3:6]),
+        )
 
     def take(self, keep: np.ndarray) -> BeatState:
         """The state of the persons selected by ``keep`` (boolean mask or indices)."""
-        return BeatState(*(getattr(self, f.name)[..., keep] for f in fields(self)))
+        return BeatState(
+            *(np.ascontiguousarray(getattr(self, f.name)[..., keep]) for f in fields(self))
+        )
 
     @staticmethod
     def concat(states: list[BeatState]) -> BeatState:
@@ -104,14 +162,13 @@ class BeatState:
 
 @dataclass
 class BeatBlock:
-    """Beats from one call of :func:`generate_beats`: arrays of shape ``(n_iter, n_persons)``.
-
-    ``valid[k, p]`` says whether person ``p`` had a ``k``-th beat in the block; other cells are
-    padding. Times in s, intervals in ms, pressures in mmHg, breathing in breaths per minute,
-    labels as codes into :data:`heartsim.physiology.stress.LABELS`.
+    """Beats from one call of :func:`generate_beats`, person-major: person 0's beats in time
+    order, then person 1's, ... ``counts[p]`` is how many beats person ``p`` (of the persons
+    simulated) has. Times in s, intervals in ms, pressures in mmHg, breathing in breaths per
+    minute, labels as codes into :data:`heartsim.physiology.stress.LABELS`.
     """
 
-    valid: np.ndarray
+    counts: np.ndarray
     t_s: np.ndarray
     rr_ms: np.ndarray
     stress_level: np.ndarray
@@ -122,33 +179,30 @@ class BeatBlock:
 
     @property
     def n_beats(self) -> int:
-        """Number of real beats in the block."""
-        return int(self.valid.sum())
+        """Number of beats in the block."""
+        return self.t_s.shape[0]
+
+    def person_index(self, dtype: type = np.int32) -> np.ndarray:
+        """Each beat's person, as an index into the simulated persons."""
+        return np.repeat(np.arange(self.counts.shape[0], dtype=dtype), self.counts)
+
+    @staticmethod
+    def concat(blocks: list[BeatBlock]) -> BeatBlock:
+        """The blocks' persons one after another (one block is returned as is)."""
+        if len(blocks) == 1:
+            return blocks[0]
+        return BeatBlock(
+            *(np.concatenate([getattr(b, f.name) for b in blocks]) for f in fields(BeatBlock))
+        )
+
+    def split(self, values: np.ndarray) -> list[np.ndarray]:
+        """``values`` (one per beat) cut into one array per person."""
+        return np.split(values, np.cumsum(self.counts)[:-1])
 
 
 def breathing_rate_bpm(profiles: ProfileArrays, stress: np.ndarray) -> np.ndarray:
     """Breathing rate (breaths per minute) at stress level ``stress``."""
     return profiles.breathing_rate_bpm + profiles.breathing_reactivity_bpm * stress
-
-
-def heart_rate_bpm(profiles: ProfileArrays, stress: np.ndarray) -> np.ndarray:
-    """Mean heart rate (bpm) the autonomic state ``stress`` drives towards."""
-    return profiles.resting_hr_bpm + profiles.hr_reactivity_bpm * stress
-
-
-def _next_rr(profiles: ProfileArrays, state: BeatState, noise: np.ndarray) -> np.ndarray:
-    s = state.stress
-    vagal = 1.0 - VAGAL_WITHDRAWAL * s
-    re = state.osc_re
-    rr = (
-        60000.0 / heart_rate_bpm(profiles, s)
-        + profiles.rsa_amplitude_ms * vagal * re[_HF]
-        + profiles.mayer_amplitude_ms * (1.0 - MAYER_WITHDRAWAL * s) * re[_LF]
-        + profiles.drift_sd_ms * re[_DRIFT]
-        + profiles.beat_noise_sd_ms * vagal * noise
-    )
-    # minimum/maximum: several times faster than np.clip on small arrays.
-    return np.minimum(np.maximum(rr, np.float32(RR_LIMITS_MS[0])), np.float32(RR_LIMITS_MS[1]))
 
 
 def generate_beats(
@@ -158,28 +212,10 @@ def generate_beats(
     t_end_s: float,
     rng: np.random.Generator,
     *,
-    capacity: int = 4,
+    persons: slice = slice(None),
+    capacity: int | None = None,
 ) -> BeatBlock:
     """Produce every beat that fires at or before ``t_end_s``, advancing ``state`` in place.
-
-    The beat loop (:func:`run_beats`) then the bulk derivations (:meth:`RawBeats.finish`), both
-    with ``rng``. Parameters as for :func:`run_beats`.
-    """
-    return run_beats(state, profiles, schedule, t_end_s, rng, capacity=capacity).finish(
-        profiles, schedule, rng
-    )
-
-
-def run_beats(
-    state: BeatState,
-    profiles: ProfileArrays,
-    schedule: Schedule,
-    t_end_s: float,
-    rng: np.random.Generator,
-    *,
-    capacity: int = 4,
-) -> RawBeats:
-    """The sequential beat loop: every beat at or before ``t_end_s``, advancing ``state``.
 
     Parameters
     ----------
@@ -192,119 +228,110 @@ def run_beats(
     t_end_s
         Simulation time (s) up to which beats are produced.
     rng
-        Random generator; the only source of randomness.
+        Random generator; the only source of randomness (drawn person after person).
+    persons
+        Only these persons (a contiguous range) are advanced; the block holds their beats.
     capacity
-        Initial number of beat slots per person (grows as needed).
+        Initial room for beats (default: enough for the fastest mean heart rate the profiles
+        allow); the loop pauses and resumes with more room when it runs out.
     """
-    n = state.stress.shape[0]
-    out = _Buffers(capacity, n)
-    freq_hz = np.zeros((3, n), np.float32)
-    freq_hz[_LF] = MAYER_HZ
-    two_pi = np.float32(2.0 * np.pi)
-    cursor = schedule.cursor(state.next_beat_s)
-    k = 0
+    first, stop, _ = persons.indices(state.stress.shape[0])
+    t_end_s = float(t_end_s)
+    params = profiles.stacked()
+    if capacity is None:
+        ahead_s = np.maximum(t_end_s - state.next_beat_s[first:stop], 0.0)
+        fastest_hz = (params[_REST_HR, first:stop] + params[_HR_GAIN, first:stop]) / 60.0
+        capacity = int(1.05 * float(ahead_s @ fastest_hz)) + 2 * (stop - first) + 16
+    columns = [np.empty(capacity, dtype) for _, dtype in _OUTPUTS]
+    counts = np.zeros(stop - first, np.int64)
+    person, filled = first, 0
     while True:
-        fire = state.next_beat_s <= t_end_s
-        all_fire = bool(fire.all())
-        if not all_fire and not fire.any():
+        person, filled = _beat_loop(
+            rng, t_end_s, person, stop, filled, first, params, state.next_beat_s,
+            state.pending_rr_ms, state.stress, state.osc_re, state.osc_im, schedule.change_s,
+            schedule.target_level, schedule.active, schedule.width, counts, *columns,
+        )  # fmt: skip
+        if person == stop:
             break
-        noise = rng.random((6, n), dtype=np.float32)
-        noise -= 0.5
-        noise *= _UNIT_UNIFORM
-        beat_noise = rng.standard_normal(n, dtype=np.float32)
-        t = state.next_beat_s
-        pending = state.pending_rr_ms if all_fire else np.where(fire, state.pending_rr_ms, 0.0)
-        dt = pending * np.float32(1e-3)
-        cursor = schedule.advance(cursor, t)
-        target = schedule.target_level[cursor]
-        stress = relax(state.stress, target, dt, profiles.onset_tau_s, profiles.recovery_tau_s)
-        # Advance HF (at the current breathing frequency), LF and drift exactly over dt.
-        freq_hz[_HF] = breathing_rate_bpm(profiles, stress) * np.float32(1.0 / 60.0)
-        decay = np.exp(_DECAY_RATE * dt)
-        phase = two_pi * freq_hz * dt
-        cos, sin = decay * np.cos(phase), decay * np.sin(phase)
-        kick = np.sqrt(1.0 - decay * decay)
-        re, im = state.osc_re, state.osc_im
-        new_re = cos * re - sin * im + kick * noise[0:3]
-        new_im = sin * re + cos * im + kick * noise[3:6]
-        # Blood pressure needs only these two oscillator values: it is computed in bulk later.
-        out.put(k, t, state.pending_rr_ms, stress, new_re[_LF], new_im[_HF], cursor)
-        k += 1
-
-        if all_fire:  # the common case in batch runs: no masking needed
-            state.stress, state.osc_re, state.osc_im = stress, new_re, new_im
-            state.pending_rr_ms = _next_rr(profiles, state, beat_noise)
-            state.next_beat_s = t + state.pending_rr_ms * 1e-3
-            continue
-        state.stress = np.where(fire, stress, state.stress)
-        state.osc_re = np.where(fire, new_re, re)
-        state.osc_im = np.where(fire, new_im, im)
-        rr = _next_rr(profiles, state, beat_noise)
-        state.pending_rr_ms = np.where(fire, rr, state.pending_rr_ms)
-        state.next_beat_s = np.where(fire, t + rr * 1e-3, t)
-    return out.raw(k, t_end_s)
+        columns = [np.concatenate([c, np.empty(c.shape[0] // 2 + 16, c.dtype)]) for c in columns]
+    return BeatBlock(counts, *(c[:filled] for c in columns))
 
 
-@dataclass
-class RawBeats:
-    """What the beat loop records, arrays of shape ``(n_iter, n_persons)``: beat times (s),
-    intervals (ms), stress, the LF oscillator and the HF oscillator's imaginary part (for blood
-    pressure) and the schedule step (for labels). :meth:`finish` derives the rest in bulk."""
-
-    t_s: np.ndarray
-    rr_ms: np.ndarray
-    stress: np.ndarray
-    lf: np.ndarray
-    hf_im: np.ndarray
-    cursor: np.ndarray
-    t_end_s: float
-
-    def finish(
-        self, profiles: ProfileArrays, schedule: Schedule, rng: np.random.Generator
-    ) -> BeatBlock:
-        """Validity, labels, breathing and blood pressure, vectorised over the whole block.
-
-        A person who did not fire in row ``k`` had its pending beat, later than ``t_end_s``,
-        recorded there: that is what marks the cell as padding.
-        """
-        stress = self.stress
-        noise = rng.random((2, *stress.shape), dtype=np.float32)
-        noise -= 0.5
-        noise *= _UNIT_UNIFORM
-        # Stress raises pressure; Mayer waves (LF) and breathing (HF) modulate it.
-        sbp_rise = profiles.sbp_reactivity_mmhg * stress
-        return BeatBlock(
-            valid=self.t_s <= self.t_end_s,
-            t_s=self.t_s,
-            rr_ms=self.rr_ms,
-            stress_level=stress,
-            label=label_codes(stress, schedule.active[self.cursor]),
-            systolic_mmhg=profiles.systolic_mmhg
-            + sbp_rise
-            + 3.0 * self.lf
-            + 1.5 * self.hf_im
-            + noise[0],
-            diastolic_mmhg=profiles.diastolic_mmhg
-            + DIASTOLIC_SHARE * sbp_rise
-            + 2.0 * self.lf
-            + 0.7 * noise[1],
-            breathing_rate_bpm=breathing_rate_bpm(profiles, stress),
-        )
+@numba.njit(cache=True, nogil=True)
+def _unit_uniform(rng: np.random.Generator) -> float:  # pragma: no cover - compiled
+    return (rng.random() - 0.5) * _UNIT_UNIFORM
 
 
-class _Buffers:
-    """Growable ``(k, n)`` output rows in compact dtypes (memory per beat stays low)."""
+@numba.njit(cache=True, nogil=True)
+def _rotate(re, im, decay_rate, turn, dt, rng):  # pragma: no cover - compiled
+    """Advance one complex OU oscillator (unit stationary variance) exactly over ``dt`` s."""
+    decay = math.exp(decay_rate * dt)
+    kick = math.sqrt(1.0 - decay * decay)
+    if turn == 0.0:
+        return decay * re + kick * _unit_uniform(rng), decay * im + kick * _unit_uniform(rng)
+    cos, sin = decay * math.cos(turn * dt), decay * math.sin(turn * dt)
+    new_re = cos * re - sin * im + kick * _unit_uniform(rng)
+    new_im = sin * re + cos * im + kick * _unit_uniform(rng)
+    return new_re, new_im
 
-    _DTYPES = (np.float64, np.float32, np.float32, np.float32, np.float32, np.int32)
 
-    def __init__(self, capacity: int, n: int) -> None:
-        self.arrays = [np.empty((max(capacity, 1), n), dt) for dt in self._DTYPES]
+@numba.njit(cache=True, nogil=True)
+def _beat_loop(
+    rng, t_end_s, person, stop, filled, first, params, next_beat_s, pending_rr_ms, stress,
+    osc_re, osc_im, change_s, target_level, active, width, counts,
+    out_t, out_rr, out_stress, out_label, out_sbp, out_dbp, out_breathing,
+):  # fmt: skip  # pragma: no cover - compiled
+    """Persons ``person`` to ``stop - 1``, each up to ``t_end_s``, written from row ``filled``.
 
-    def put(self, k: int, *values: np.ndarray) -> None:
-        if k >= self.arrays[0].shape[0]:
-            self.arrays = [np.concatenate([a, np.empty_like(a)]) for a in self.arrays]
-        for array, value in zip(self.arrays, values, strict=True):
-            array[k] = value
-
-    def raw(self, k: int, t_end_s: float) -> RawBeats:
-        return RawBeats(*(a[:k] for a in self.arrays), t_end_s=t_end_s)
+    Returns ``(person, filled)``: ``person == stop`` when done, else the outputs were full and
+    the call can be repeated with larger ones (the state is saved after every person's run).
+    """
+    capacity = out_t.shape[0]
+    while person < stop:
+        p = person
+        t, rr, s = next_beat_s[p], pending_rr_ms[p], stress[p]
+        hf_re, lf_re, dr_re = osc_re[_HF, p], osc_re[_LF, p], osc_re[_DRIFT, p]
+        hf_im, lf_im, dr_im = osc_im[_HF, p], osc_im[_LF, p], osc_im[_DRIFT, p]
+        step = p * width
+        while t <= t_end_s and filled < capacity:
+            dt = rr * 1e-3
+            while t >= change_s[step + 1]:
+                step += 1
+            target = float(target_level[step])
+            s = relax(s, target, dt, params[_ONSET_TAU, p], params[_RECOVERY_TAU, p])
+            breathing = params[_BREATHING, p] + params[_BREATHING_GAIN, p] * s
+            turn_hf = 2.0 * math.pi * breathing / 60.0
+            hf_re, hf_im = _rotate(hf_re, hf_im, _HF_DECAY_PER_S, turn_hf, dt, rng)
+            lf_re, lf_im = _rotate(lf_re, lf_im, _LF_DECAY_PER_S, _LF_TURN_PER_S, dt, rng)
+            dr_re, dr_im = _rotate(dr_re, dr_im, _DRIFT_DECAY_PER_S, 0.0, dt, rng)
+            # Stress raises pressure; Mayer waves (LF) and breathing (HF) modulate it.
+            sbp_rise = params[_SBP_GAIN, p] * s
+            out_t[filled] = t
+            out_rr[filled] = rr
+            out_stress[filled] = s
+            out_label[filled] = label_codes(s, active[step])
+            out_sbp[filled] = (
+                params[_SBP, p] + sbp_rise + 3.0 * lf_re + 1.5 * hf_im + _unit_uniform(rng)
+            )
+            out_dbp[filled] = (
+                params[_DBP, p]
+                + DIASTOLIC_SHARE * sbp_rise
+                + 2.0 * lf_re
+                + 0.7 * _unit_uniform(rng)
+            )
+            out_breathing[filled] = breathing
+            filled += 1
+            counts[p - first] += 1
+            rr = interval_ms(
+                float(params[_REST_HR, p]), float(params[_HR_GAIN, p]), float(params[_RSA, p]),
+                float(params[_MAYER, p]), float(params[_DRIFT_SD, p]), float(params[_NOISE_SD, p]),
+                s, hf_re, lf_re, dr_re, rng.standard_normal(),
+            )  # fmt: skip
+            t += rr * 1e-3
+        next_beat_s[p], pending_rr_ms[p], stress[p] = t, rr, s
+        osc_re[_HF, p], osc_re[_LF, p], osc_re[_DRIFT, p] = hf_re, lf_re, dr_re
+        osc_im[_HF, p], osc_im[_LF, p], osc_im[_DRIFT, p] = hf_im, lf_im, dr_im
+        if t <= t_end_s:
+            return person, filled
+        person += 1
+    return person, filled

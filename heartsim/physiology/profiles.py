@@ -194,3 +194,7 @@ class ProfileArrays:
                 for f in dataclasses.fields(cls)
             }
         )
+
+    def stacked(self) -> np.ndarray:
+        """All fields as one ``(n_fields, n_persons)`` float32 array, rows in field order."""
+        return np.stack([getattr(self, f.name) for f in dataclasses.fields(self)])

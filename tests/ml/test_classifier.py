@@ -82,7 +82,9 @@ def test_threshold_and_explicit_features(train_data: pd.DataFrame) -> None:
     y = train_data["stressed"]
     cautious = StressClassifier(threshold=0.9).fit(train_data, y)
     eager = StressClassifier(threshold=0.1).fit(train_data, y)
-    assert cautious.predict(train_data).sum() < eager.predict(train_data).sum()
+    stress_proba = cautious.predict_proba(train_data)[:, 1]
+    assert (cautious.predict(train_data) == (stress_proba > 0.9)).all()
+    assert (eager.predict(train_data) == (stress_proba > 0.1)).all()
     subset = StressClassifier(features=["hr_delta_bpm", "rmssd_log_ratio"]).fit(train_data, y)
     assert subset.feature_names == ["hr_delta_bpm", "rmssd_log_ratio"]
     with pytest.raises(ValueError, match="lacks the feature column"):
