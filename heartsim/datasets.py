@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from heartsim.engine import WARMUP_S
-from heartsim.physiology.beats import BeatBlock, BeatState, breathing_rate_bpm, generate_beats
+from heartsim.physiology.beats import BeatBlock, BeatState, generate_beats
 from heartsim.physiology.profiles import PersonProfile, ProfileArrays, sample_population
 from heartsim.physiology.stress import LABELS, Episode, Schedule, label_codes
 from heartsim.physiology.windows import beat_keys, window_stats
@@ -303,18 +303,13 @@ def _samples_table(result: SimulationResult) -> pd.DataFrame:
         beats_all["diastolic_mmhg"].to_numpy(),
         beat_keys(person, tick_t),
     )
-    # Stress at a tick is the state at the person's last beat, as in the live engine.
+    # Stress and breathing at a tick are the state at the person's last beat, as live.
     last = np.searchsorted(keys, beat_keys(person, tick_t), side="right") - 1
     stress = beats_all["stress_level"].to_numpy()[last]
-    profiles = result.persons
-    arrays = ProfileArrays.from_profiles(
-        [PersonProfile(**row) for row in profiles.to_dict(orient="records")]
-    )
+    breathing = beats_all["respiration_rate"].to_numpy()[last]
     stress_grid = stress.reshape(n_persons, n_ticks).T
-    schedule = result._schedule
-    _, active = schedule.target(np.broadcast_to(ticks[:, None], stress_grid.shape).copy())
+    _, active = result._schedule.target(np.broadcast_to(ticks[:, None], stress_grid.shape).copy())
     labels = label_codes(stress_grid, active).T.ravel()
-    breathing = breathing_rate_bpm(arrays, stress_grid).T.ravel()
     # rr_ms: the beats after the previous tick, up to this one.
     beat_keys_out = beat_keys(beats["person_id"].cat.codes.to_numpy(), beats["t_s"].to_numpy())
     bounds = np.searchsorted(beat_keys_out, beat_keys(person, tick_t), side="right")

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from heartsim.physiology.beats import BeatBlock, BeatState, breathing_rate_bpm, generate_beats
+from heartsim.physiology.beats import BeatBlock, BeatState, generate_beats
 from heartsim.physiology.profiles import (
     PROFILE_RANGES,
     PersonProfile,
@@ -368,7 +368,7 @@ class Engine:
         stress = self._beats.stress
         _, active = self._schedule.target(t)
         labels = label_codes(stress, active)
-        breathing = breathing_rate_bpm(self._arrays, stress)
+        breathing = self._beats.breathing_rate_bpm(self._arrays)
         rr_lists = [rr.tolist() for rr in block.split(block.rr_ms.astype(np.float64).round(1))]
         stamp = self.epoch_s + self.t_s
         timestamp = datetime.fromtimestamp(stamp, timezone.utc).isoformat().replace("+00:00", "Z")

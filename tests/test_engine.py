@@ -68,7 +68,10 @@ def test_same_seed_and_commands_give_identical_samples():
 
 
 def test_stress_raises_hr_bp_breathing_and_lowers_variability_then_recovers():
-    profile = PersonProfile(hr_reactivity_bpm=35.0, sbp_reactivity_mmhg=25.0)
+    # Breathing rises by 7 /min, well clear of its slow fluctuation (SD 0.7 /min).
+    profile = PersonProfile(
+        hr_reactivity_bpm=35.0, sbp_reactivity_mmhg=25.0, breathing_reactivity_bpm=8.0
+    )
     engine = Engine(persons=[profile], seed=5)
     engine.start()
     rest_samples = run(engine, 60)

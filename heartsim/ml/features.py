@@ -442,8 +442,9 @@ class HRVFeatures(TransformerMixin, BaseEstimator):
         Add the blood-pressure means (needs ``systolic_mmhg``/``diastolic_mmhg`` columns, or
         ``systolic``/``diastolic`` in messages).
     include_breathing : bool, default False
-        Add the breathing-rate mean (needs ``respiration_rate``). In heartsim the breathing
-        rate follows the stress state closely, so this feature is nearly the ground truth.
+        Add the breathing-rate mean (needs ``respiration_rate``). In heartsim breathing rises
+        with stress by a few breaths/min and fluctuates slowly (SD 0.7 /min) around that, so
+        it is a strong but not a perfect cue; real wearables rarely measure it.
     frequency : bool or None, default None
         Compute LF, HF and LF/HF: ``None`` when ``window_s >= 120``; ``True`` needs
         ``window_s >= 60``.

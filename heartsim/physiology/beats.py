@@ -14,9 +14,10 @@ where ``s`` is the autonomic stress state, ``HR(s)`` rises linearly with ``s`` (
 drive), ``v(s) = 1 - 0.8 s`` is vagal withdrawal (RMSSD and HF power fall under acute mental
 stress: Castaldo et al. 2015; Kim et al. 2018), ``m(s) = 1 - 0.45 s`` (LF falls less, so LF/HF
 rises), ``z_HF`` rotates at the current breathing frequency, ``z_LF`` at 0.1 Hz, ``d`` is a slow
-drift (time constant 60 s) and ``e`` white beat-to-beat noise. Systolic and diastolic pressure
-follow the same state: a stress rise plus Mayer waves (Traube-Hering-Mayer) and breathing
-modulation.
+drift (time constant 60 s) and ``e`` white beat-to-beat noise. Breathing rises with stress and
+fluctuates slowly around that rate (SD 0.7 breaths/min), so it tracks stress without being a
+function of it. Systolic and diastolic pressure follow the same state: a stress rise plus Mayer
+waves (Traube-Hering-Mayer) and breathing modulation.
 
 Each beat depends on the one before (its interval sets how far the oscillators and the stress
 state move), so the beat loop is sequential per person. It is compiled with Numba: one pass per
@@ -44,6 +45,10 @@ DRIFT_TAU_S = 60.0
 VAGAL_WITHDRAWAL = 0.8
 MAYER_WITHDRAWAL = 0.45
 DIASTOLIC_SHARE = 0.6
+#: Standard deviation (breaths per minute) of the slow breathing-rate fluctuation around the
+#: stress-driven rate (time constant DRIFT_TAU_S): breathing tracks stress without revealing it.
+BREATHING_SD_BPM = 0.7
+MIN_BREATHING_BPM = 4.0
 RR_LIMITS_MS = (250.0, 2000.0)
 
 # The three oscillators, rows of BeatState.osc_re / osc_im.
@@ -100,6 +105,15 @@ def interval_ms(
     return min(max(rr, RR_LIMITS_MS[0]), RR_LIMITS_MS[1])
 
 
+@numba.vectorize(["float64(float64, float64, float64, float64)"], cache=True)
+def breathing_rate_bpm(resting_bpm, gain_bpm, stress, fluctuation):  # pragma: no cover - compiled
+    """Breathing rate (breaths per minute): the resting rate, raised by stress, plus a slow
+    fluctuation (``fluctuation`` has unit variance; scaled by :data:`BREATHING_SD_BPM`). A
+    ufunc, also called inside the beat loop."""
+    rate = resting_bpm + gain_bpm * stress + BREATHING_SD_BPM * fluctuation
+    return max(rate, MIN_BREATHING_BPM)
+
+
 @dataclass
 class BeatState:
     """Mutable state of the beat generator for ``n`` persons, float64 arrays.
@@ -141,6 +155,15 @@ class BeatState:
             stress=np.zeros(n),
             osc_re=np.ascontiguousarray(z[0:3]),
             osc_im=np.ascontiguousarray(z[3:6]),
+        )
+
+    def breathing_rate_bpm(self, profiles: ProfileArrays) -> np.ndarray:
+        """Each person's breathing rate (breaths per minute) at their last beat."""
+        return breathing_rate_bpm(
+            profiles.breathing_rate_bpm,
+            profiles.breathing_reactivity_bpm,
+            self.stress,
+            self.osc_im[_DRIFT],
         )
 
     def take(self, keep: np.ndarray) -> BeatState:
@@ -198,11 +221,6 @@ class BeatBlock:
     def split(self, values: np.ndarray) -> list[np.ndarray]:
         """``values`` (one per beat) cut into one array per person."""
         return np.split(values, np.cumsum(self.counts)[:-1])
-
-
-def breathing_rate_bpm(profiles: ProfileArrays, stress: np.ndarray) -> np.ndarray:
-    """Breathing rate (breaths per minute) at stress level ``stress``."""
-    return profiles.breathing_rate_bpm + profiles.breathing_reactivity_bpm * stress
 
 
 def generate_beats(
@@ -299,11 +317,15 @@ def _beat_loop(
                 step += 1
             target = float(target_level[step])
             s = relax(s, target, dt, params[_ONSET_TAU, p], params[_RECOVERY_TAU, p])
-            breathing = params[_BREATHING, p] + params[_BREATHING_GAIN, p] * s
+            # The drift's two parts are independent: the real one moves the heart period, the
+            # imaginary one the breathing rate (whose frequency the HF oscillator follows).
+            dr_re, dr_im = _rotate(dr_re, dr_im, _DRIFT_DECAY_PER_S, 0.0, dt, rng)
+            breathing = breathing_rate_bpm(
+                float(params[_BREATHING, p]), float(params[_BREATHING_GAIN, p]), s, dr_im
+            )
             turn_hf = 2.0 * math.pi * breathing / 60.0
             hf_re, hf_im = _rotate(hf_re, hf_im, _HF_DECAY_PER_S, turn_hf, dt, rng)
             lf_re, lf_im = _rotate(lf_re, lf_im, _LF_DECAY_PER_S, _LF_TURN_PER_S, dt, rng)
-            dr_re, dr_im = _rotate(dr_re, dr_im, _DRIFT_DECAY_PER_S, 0.0, dt, rng)
             # Stress raises pressure; Mayer waves (LF) and breathing (HF) modulate it.
             sbp_rise = params[_SBP_GAIN, p] * s
             out_t[filled] = t
