@@ -34,7 +34,7 @@ import numba
 import numpy as np
 
 from heartsim.physiology.profiles import ProfileArrays
-from heartsim.physiology.stress import Schedule, label_codes, relax
+from heartsim.physiology.stress import Schedule, label_codes
 
 MAYER_HZ = 0.1
 #: Bandwidths (Hz, half width at half maximum of the spectral peak) of the HF (RSA) and LF
@@ -61,7 +61,23 @@ _LF_TURN_PER_S = 2.0 * math.pi * MAYER_HZ
 # the oscillators sum many of them, so their output is Gaussian all the same (central limit).
 # The white beat-to-beat noise, seen directly in successive differences, stays normal.
 _UNIT_UNIFORM = math.sqrt(12.0)
-# Row of each profile field in ProfileArrays.stacked().
+# The profile fields the beat loop reads, as rows of one array (see _stacked_profiles). Numba's
+# on-disk cache only notices changes to this file: everything the loop compiles lives here.
+_PROFILE_ROWS = (
+    "resting_hr_bpm",
+    "rsa_amplitude_ms",
+    "mayer_amplitude_ms",
+    "drift_sd_ms",
+    "beat_noise_sd_ms",
+    "breathing_rate_bpm",
+    "systolic_mmhg",
+    "diastolic_mmhg",
+    "hr_reactivity_bpm",
+    "sbp_reactivity_mmhg",
+    "breathing_reactivity_bpm",
+    "onset_tau_s",
+    "recovery_tau_s",
+)
 (
     _REST_HR,
     _RSA,
@@ -76,12 +92,13 @@ _UNIT_UNIFORM = math.sqrt(12.0)
     _BREATHING_GAIN,
     _ONSET_TAU,
     _RECOVERY_TAU,
-) = range(13)
+) = range(len(_PROFILE_ROWS))
+# What the beat loop writes per beat; labels are derived from stress and `active` afterwards.
 _OUTPUTS = (
     ("t_s", np.float64),
     ("rr_ms", np.float32),
     ("stress_level", np.float32),
-    ("label", np.int8),
+    ("active", np.bool_),
     ("systolic_mmhg", np.float32),
     ("diastolic_mmhg", np.float32),
     ("breathing_rate_bpm", np.float32),
@@ -255,7 +272,7 @@ def generate_beats(
     """
     first, stop, _ = persons.indices(state.stress.shape[0])
     t_end_s = float(t_end_s)
-    params = profiles.stacked()
+    params = np.stack([getattr(profiles, name) for name in _PROFILE_ROWS])
     if capacity is None:
         ahead_s = np.maximum(t_end_s - state.next_beat_s[first:stop], 0.0)
         fastest_hz = (params[_REST_HR, first:stop] + params[_HR_GAIN, first:stop]) / 60.0
@@ -272,7 +289,17 @@ def generate_beats(
         if person == stop:
             break
         columns = [np.concatenate([c, np.empty(c.shape[0] // 2 + 16, c.dtype)]) for c in columns]
-    return BeatBlock(counts, *(c[:filled] for c in columns))
+    t_s, rr_ms, stress, active, systolic, diastolic, breathing = (c[:filled] for c in columns)
+    labels = label_codes(stress, active)
+    return BeatBlock(counts, t_s, rr_ms, stress, labels, systolic, diastolic, breathing)
+
+
+@numba.njit(cache=True, nogil=True)
+def _relax(stress, target, dt_s, onset_tau_s, recovery_tau_s):  # pragma: no cover - compiled
+    """Advance the stress state by ``dt_s`` s towards ``target`` (exact first-order solution):
+    with the onset time constant (s) while rising, the recovery one while falling."""
+    tau = onset_tau_s if target > stress else recovery_tau_s
+    return target + (stress - target) * math.exp(-dt_s / tau)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -297,7 +324,7 @@ def _rotate(re, im, decay_rate, turn, dt, rng):  # pragma: no cover - compiled
 def _beat_loop(
     rng, t_end_s, person, stop, filled, first, params, next_beat_s, pending_rr_ms, stress,
     osc_re, osc_im, change_s, target_level, active, width, counts,
-    out_t, out_rr, out_stress, out_label, out_sbp, out_dbp, out_breathing,
+    out_t, out_rr, out_stress, out_active, out_sbp, out_dbp, out_breathing,
 ):  # fmt: skip  # pragma: no cover - compiled
     """Persons ``person`` to ``stop - 1``, each up to ``t_end_s``, written from row ``filled``.
 
@@ -316,7 +343,7 @@ def _beat_loop(
             while t >= change_s[step + 1]:
                 step += 1
             target = float(target_level[step])
-            s = relax(s, target, dt, params[_ONSET_TAU, p], params[_RECOVERY_TAU, p])
+            s = _relax(s, target, dt, params[_ONSET_TAU, p], params[_RECOVERY_TAU, p])
             # The drift's two parts are independent: the real one moves the heart period, the
             # imaginary one the breathing rate (whose frequency the HF oscillator follows).
             dr_re, dr_im = _rotate(dr_re, dr_im, _DRIFT_DECAY_PER_S, 0.0, dt, rng)
@@ -331,7 +358,7 @@ def _beat_loop(
             out_t[filled] = t
             out_rr[filled] = rr
             out_stress[filled] = s
-            out_label[filled] = label_codes(s, active[step])
+            out_active[filled] = active[step]
             out_sbp[filled] = (
                 params[_SBP, p] + sbp_rise + 3.0 * lf_re + 1.5 * hf_im + _unit_uniform(rng)
             )

@@ -165,11 +165,7 @@ def sample_population(
 
 @dataclass(frozen=True)
 class ProfileArrays:
-    """Profiles as columns, one float32 array per field of shape ``(n_persons,)``.
-
-    float32 keeps the vectorised beat loop in single precision (twice the SIMD width); times are
-    kept in float64 elsewhere.
-    """
+    """Profiles as columns, one float32 array per field of shape ``(n_persons,)``."""
 
     resting_hr_bpm: np.ndarray
     rsa_amplitude_ms: np.ndarray
@@ -194,7 +190,3 @@ class ProfileArrays:
                 for f in dataclasses.fields(cls)
             }
         )
-
-    def stacked(self) -> np.ndarray:
-        """All fields as one ``(n_fields, n_persons)`` float32 array, rows in field order."""
-        return np.stack([getattr(self, f.name) for f in dataclasses.fields(self)])

@@ -4,15 +4,14 @@ A stressor (an *episode*) has a start, an end and an intensity in [0, 1]. The pe
 stress state follows the strongest active stressor with first-order kinetics: it rises with the
 person's onset time constant (tens of seconds) and decays with the recovery time constant
 (minutes), as heart rate and vagal tone do in laboratory stress tests (e.g. the Trier Social
-Stress Test; Kirschbaum et al. 1993).
+Stress Test; Kirschbaum et al. 1993). The beat loop (:mod:`heartsim.physiology.beats`) advances
+the state beat by beat.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 #: Ground-truth labels, indexed by the integer codes used in arrays.
@@ -102,21 +101,9 @@ class Schedule:
         return self.target_level[at], self.active[at]
 
 
-@numba.njit(cache=True, nogil=True)
-def relax(
-    stress: float, target: float, dt_s: float, onset_tau_s: float, recovery_tau_s: float
-) -> float:  # pragma: no cover - compiled
-    """Advance the stress state by ``dt_s`` s towards ``target`` (exact first-order solution):
-    with the onset time constant (s) while rising, the recovery one while falling."""
-    tau = onset_tau_s if target > stress else recovery_tau_s
-    return target + (stress - target) * math.exp(-dt_s / tau)
-
-
-@numba.vectorize(["int8(float32, boolean)", "int8(float64, boolean)"], cache=True)
-def label_codes(stress, active):  # pragma: no cover - compiled
+def label_codes(stress: np.ndarray, active: np.ndarray) -> np.ndarray:
     """Ground truth: ``stress`` while a stressor acts, ``recovery`` until the state has decayed
-    below :data:`RECOVERED_LEVEL`, ``rest`` otherwise (codes index :data:`LABELS`). A ufunc:
-    arrays in, ``int8`` codes out; also called per beat inside the beat loop."""
-    if active:
-        return STRESS
-    return RECOVERY if stress >= RECOVERED_LEVEL else REST
+    below :data:`RECOVERED_LEVEL`, ``rest`` otherwise (codes index :data:`LABELS`)."""
+    return np.where(active, STRESS, np.where(stress >= RECOVERED_LEVEL, RECOVERY, REST)).astype(
+        np.int8
+    )
