@@ -45,6 +45,7 @@ A complete, runnable session against a server on a free port:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.metadata
 import json
 import logging
@@ -727,9 +728,14 @@ class Client:
                             )
                         last_seq = seq
                         failures = 0
-                        yield message
+                        try:
+                            yield message
+                        except GeneratorExit:  # the consumer stopped iterating
+                            await _close_draining(ws)
+                            raise
                         delivered += 1
                         if limit is not None and delivered >= limit:
+                            await _close_draining(ws)
                             return
                     code, reason = ws.close_code, ws.close_reason or ""
             except ConnectionClosed as exc:
@@ -824,6 +830,16 @@ class Client:
             # Cancelling closes each stream (its WebSocket) before we return.
             await asyncio.gather(*tasks, return_exceptions=True)
         return messages_to_frame(rows)
+
+
+async def _close_draining(ws: ClientConnection) -> None:
+    """Close ``ws`` promptly although messages may still be queued: a full receive queue stops
+    reading, so the server's close frame would wait behind them until the close timeout."""
+    closing = asyncio.ensure_future(ws.close())
+    with contextlib.suppress(ConnectionClosed):
+        async for _ in ws:
+            pass
+    await closing
 
 
 async def _hello(ws: ClientConnection, timeout_s: float) -> dict[str, Any]:

@@ -220,6 +220,31 @@ async def test_stream_since_replays_buffered_messages_first(make_server: ServerF
     assert [m["seq"] for m in replayed] == list(range(since + 1, since + 21))
 
 
+async def test_a_stream_stopped_after_a_long_replay_closes_at_once(
+    make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A replay longer than the client's receive queue (16 frames) stops the client reading, so
+    # the server's close frame used to wait behind the queue until the close timeout. With a
+    # one-minute close timeout, a regression hangs past the 10 s bound below.
+    monkeypatch.setattr(client_module, "_CLOSE_TIMEOUT_S", 60.0)
+    server = await make_server(tick_hz=FAST_HZ)
+    async with Client(server.url) as client:
+        await client.start()
+        await wait_until(lambda: (server.engine.latest() or {}).get("seq", 0) >= 100)
+
+        async def first_five() -> list[dict[str, Any]]:
+            return [m async for m in client.stream(limit=5, since=0)]
+
+        async def break_at_once() -> None:
+            async with contextlib.aclosing(client.stream(since=0)) as stream:
+                async for _ in stream:
+                    break
+
+        assert [m["seq"] for m in await asyncio.wait_for(first_five(), 10)] == [1, 2, 3, 4, 5]
+        await asyncio.wait_for(break_at_once(), 10)
+    await wait_until(lambda: server.hub.subscriber_count() == 0)
+
+
 @pytest.mark.parametrize(("how", "close_code"), [("abort", 1006), ("going_away", 1001)])
 async def test_stream_resumes_after_a_server_side_drop_without_gap_or_duplicate(
     make_server: ServerFactory, how: str, close_code: int, caplog: pytest.LogCaptureFixture
