@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import logging
 import os
@@ -552,6 +553,11 @@ def run_serve(args: argparse.Namespace) -> int:
         except ValueError as exc:
             logger.error("--model: %s", exc)
             return 2
+    # What exists now (libraries, the compiled beat loop, app, engine) lives as long as the
+    # process: frozen, full garbage collections no longer walk it, so they pause the ticker and
+    # the fan-out for less (bench_fanout, 2,000 clients connecting: 29 -> 14 ms each).
+    gc.collect()
+    gc.freeze()
     try:
         asyncio.run(_serve_until_signalled(server))
     except OSError as exc:
