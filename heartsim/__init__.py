@@ -9,33 +9,41 @@ The public API, re-exported here:
 - :class:`HeartsimServer`, :func:`create_app`: the streaming API server;
 - :class:`Client`: async and sync client of a running server;
 - :func:`start_server`, :func:`stop_server`: the server inside a Jupyter kernel (or a script);
-- :func:`controls`, :func:`live_plot`: ipywidgets panel and live matplotlib plot (imported on
-  first use: ipywidgets and matplotlib are slow to import);
+- :func:`controls`, :func:`live_plot`: ipywidgets panel and live matplotlib plot;
 - :mod:`heartsim.ml`: features, classifier, evaluation (``import heartsim.ml``).
+
+The server, client, HRV and widget names are imported on first use, so ``import heartsim`` for
+simulation stays quick.
 """
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from heartsim import hrv
 from heartsim._version import __version__
-from heartsim.api import create_app
-from heartsim.client import Client, HeartsimError
 from heartsim.datasets import SimulationResult, load, simulate
 from heartsim.engine import Engine, SimulationState
-from heartsim.notebook import ServerHandle, start_server, stop_server
 from heartsim.physiology import LABELS, Episode, PersonProfile, sample_population
 from heartsim.protocols import CustomProtocol, LabProtocol, Protocol, RestProtocol
-from heartsim.server import HeartsimServer
+
+if TYPE_CHECKING:
+    from heartsim import hrv
+    from heartsim.api import create_app
+    from heartsim.client import Client, HeartsimError
+    from heartsim.notebook import ServerHandle, start_server, stop_server
+    from heartsim.server import HeartsimServer
+    from heartsim.widgets import ControlPanel, LivePlot, controls, live_plot
 
 __all__ = [
     "LABELS",
     "Client",
+    "ControlPanel",
     "CustomProtocol",
     "Engine",
     "Episode",
     "HeartsimError",
     "HeartsimServer",
     "LabProtocol",
+    "LivePlot",
     "PersonProfile",
     "Protocol",
     "RestProtocol",
@@ -54,13 +62,33 @@ __all__ = [
     "stop_server",
 ]
 
-_LAZY_WIDGETS = frozenset({"controls", "live_plot", "ControlPanel", "LivePlot"})
+# Imported on first use: the server stack (FastAPI, httpx, websockets), SciPy (hrv) and the
+# widgets (ipywidgets, matplotlib) take over a second to import, and simulating needs none.
+_LAZY = {
+    "hrv": "heartsim.hrv",
+    "create_app": "heartsim.api",
+    "Client": "heartsim.client",
+    "HeartsimError": "heartsim.client",
+    "ServerHandle": "heartsim.notebook",
+    "start_server": "heartsim.notebook",
+    "stop_server": "heartsim.notebook",
+    "HeartsimServer": "heartsim.server",
+    "controls": "heartsim.widgets",
+    "live_plot": "heartsim.widgets",
+    "ControlPanel": "heartsim.widgets",
+    "LivePlot": "heartsim.widgets",
+}
 
 
 def __getattr__(name: str) -> Any:
-    """Import the widgets (ipywidgets, matplotlib) only when first asked for."""
-    if name in _LAZY_WIDGETS:
-        from heartsim import widgets
+    """Import the lazily exported names (see ``_LAZY``) when first asked for."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'heartsim' has no attribute {name!r}")
+    module = importlib.import_module(_LAZY[name])
+    value = module if module.__name__ == f"heartsim.{name}" else getattr(module, name)
+    globals()[name] = value
+    return value
 
-        return getattr(widgets, name)
-    raise AttributeError(f"module 'heartsim' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
