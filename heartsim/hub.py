@@ -28,6 +28,7 @@ import bisect
 import collections
 import itertools
 import logging
+import operator
 import struct
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -69,14 +70,24 @@ class Message:
     Only ``frame`` is stored; ``payload`` is a zero-copy view into it.
     """
 
-    __slots__ = ("_offset", "frame", "person_id", "seq", "t")
+    __slots__ = ("frame", "payload_offset", "person_id", "seq", "t")
 
     def __init__(self, person_id: str, seq: int, t: float, payload: bytes) -> None:
         self.person_id = person_id
         self.seq = seq
         self.t = t
         self.frame = text_frame(payload)
-        self._offset = len(self.frame) - len(payload)
+        self.payload_offset = len(self.frame) - len(payload)
+
+    @classmethod
+    def from_frame(
+        cls, person_id: str, seq: int, t: float, frame: bytes, payload_offset: int
+    ) -> Message:
+        """A message from an already built ``frame`` whose JSON starts at ``payload_offset``."""
+        message = cls.__new__(cls)
+        message.person_id, message.seq, message.t = person_id, seq, t
+        message.frame, message.payload_offset = frame, payload_offset
+        return message
 
     @classmethod
     def encode(cls, sample: Mapping[str, Any]) -> Message:
@@ -91,7 +102,7 @@ class Message:
     @property
     def payload(self) -> memoryview:
         """The JSON text (UTF-8), a view into :attr:`frame`."""
-        return memoryview(self.frame)[self._offset :]
+        return memoryview(self.frame)[self.payload_offset :]
 
     def data(self) -> dict[str, Any]:
         """The message decoded into a fresh dict."""
@@ -106,56 +117,65 @@ class History:
     """Bounded history of one person's messages, oldest first.
 
     Keeps the messages of the last ``history_s`` seconds of simulation time, and at most
-    ``max_messages`` of them.
+    ``max_messages`` of them. Entries are stored as plain tuples of ints, floats and bytes,
+    which the garbage collector stops tracking: a long history (10 min of 1,000 persons at
+    2 Hz is 1.2 million messages) does not lengthen full collections, which pause the loop.
     """
 
-    __slots__ = ("_messages", "history_s")
+    __slots__ = ("_entries", "_person_id", "history_s")
 
     def __init__(self, history_s: float, max_messages: int) -> None:
         self.history_s = history_s
-        self._messages: collections.deque[Message] = collections.deque(maxlen=max_messages)
+        self._person_id = ""
+        # (seq, t, frame, payload offset)
+        self._entries: collections.deque[tuple[int, float, bytes, int]] = collections.deque(
+            maxlen=max_messages
+        )
 
     def append(self, message: Message) -> None:
         """Add ``message`` (newer than every buffered one) and forget what is too old."""
-        messages = self._messages
-        messages.append(message)
+        self._person_id = message.person_id
+        entries = self._entries
+        entries.append((message.seq, message.t, message.frame, message.payload_offset))
         horizon = message.t - self.history_s
-        while messages[0].t < horizon:
-            messages.popleft()
+        while entries[0][1] < horizon:
+            entries.popleft()
 
     def __len__(self) -> int:
-        return len(self._messages)
+        return len(self._entries)
+
+    def _message(self, entry: tuple[int, float, bytes, int]) -> Message:
+        return Message.from_frame(self._person_id, *entry)
 
     @property
     def oldest_seq(self) -> int | None:
         """seq of the oldest buffered message."""
-        return self._messages[0].seq if self._messages else None
+        return self._entries[0][0] if self._entries else None
 
     @property
     def latest(self) -> Message | None:
         """The newest message."""
-        return self._messages[-1] if self._messages else None
+        return self._message(self._entries[-1]) if self._entries else None
 
     def count_after(self, since: int) -> int:
         """How many buffered messages have ``seq > since``."""
-        return len(self._messages) - bisect.bisect_right(self._messages, since, key=_seq)
+        return len(self._entries) - bisect.bisect_right(self._entries, since, key=_seq)
 
     def after(self, since: int | None, limit: int | None = None) -> list[Message]:
         """Messages with ``seq > since``, oldest first, at most ``limit`` of them.
 
         ``since=None`` gives the newest ``limit`` messages (all if ``limit`` is ``None``).
         """
-        messages = self._messages
+        entries = self._entries
         if since is None:
-            start = 0 if limit is None else max(0, len(messages) - limit)
+            start = 0 if limit is None else max(0, len(entries) - limit)
         else:
-            start = bisect.bisect_right(messages, since, key=_seq)
-        stop = len(messages) if limit is None else min(len(messages), start + limit)
-        return list(itertools.islice(messages, start, stop))
+            start = bisect.bisect_right(entries, since, key=_seq)
+        stop = len(entries) if limit is None else min(len(entries), start + limit)
+        return [self._message(entry) for entry in itertools.islice(entries, start, stop)]
 
 
-def _seq(message: Message) -> int:
-    return message.seq
+_seq = operator.itemgetter(0)
 
 
 # ----- subscribers -----------------------------------------------------------------------------

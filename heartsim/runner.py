@@ -80,6 +80,8 @@ class ModelStats:
     inference_s: float
 
 
+#: Windows a predictor scores per tick at least (see LivePredictor.max_windows_per_call).
+MIN_WINDOWS_PER_TICK = 32
 #: The message fields a predictor fills.
 PREDICTION_FIELDS = ("prediction", "confidence", "stress_score")
 
@@ -227,7 +229,10 @@ class Runner:
         ``errors`` / ``last_error`` of :class:`heartsim.ml.LivePredictor`; ``None`` detaches
         (messages carry nulls again). It replaces any attached predictor. ``name`` labels it
         in :meth:`model_stats`. ``native_threads`` caps the OpenMP threads of its calls
-        (see :func:`openmp_limit`; ``None``: no cap).
+        (see :func:`openmp_limit`; ``None``: no cap). A predictor with ``step_s`` and
+        ``max_windows_per_call`` (as LivePredictor has) gets the latter set every tick, so
+        that the windows due at one grid point are scored over the ticks of one step (at
+        least :data:`MIN_WINDOWS_PER_TICK` per tick) instead of stalling one tick.
         """
         self._native_limit = (
             contextlib.nullcontext if predictor is None else openmp_limit(native_threads)
@@ -262,6 +267,12 @@ class Runner:
     def _predict(self, predictor: LivePredictor, samples: list[dict[str, Any]]) -> None:
         """Fill ``samples``' prediction fields in place; never raises."""
         started = time.perf_counter()
+        if hasattr(predictor, "max_windows_per_call"):
+            # Persons reach the feature grid together: spread that work over one step's ticks.
+            ticks_per_step = max(1, math.floor(predictor.step_s * self.engine.tick_hz))
+            predictor.max_windows_per_call = max(
+                MIN_WINDOWS_PER_TICK, math.ceil(1.2 * len(samples) / ticks_per_step)
+            )
         try:
             with self._native_limit():
                 results = predictor.update_many(samples)

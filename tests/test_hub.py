@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import orjson
@@ -223,3 +224,17 @@ def test_frame_sink_allows_a_replay_burst_then_returns_to_its_bound() -> None:
     transport.buffered = 600
     hub.publish([sample(53)])
     assert sink.closed  # back to the normal bound
+
+
+def test_history_entries_are_not_tracked_by_the_garbage_collector() -> None:
+    # Full collections walk every tracked object and pause the loop: 10 min of 1,000 persons
+    # must not add 1.2 million objects to walk.
+    history = History(history_s=600.0, max_messages=1000)
+    for seq in range(1, 101):
+        history.append(Message.encode({"person_id": "p0", "seq": seq, "t": seq * 0.5}))
+    gc.collect()
+    assert not any(gc.is_tracked(entry) for entry in history._entries)
+    latest = history.latest
+    assert latest is not None and (latest.person_id, latest.seq, latest.t) == ("p0", 100, 50.0)
+    assert latest.data() == {"person_id": "p0", "seq": 100, "t": 50.0}
+    assert [m.seq for m in history.after(97)] == [98, 99, 100]

@@ -12,7 +12,7 @@ from heartsim import Engine
 from heartsim.hub import Hub, Message
 from heartsim.ml import LivePredictor, StressClassifier, make_dataset
 from heartsim.ml.classifier import DEFAULT_FEATURES
-from heartsim.runner import PREDICTION_FIELDS, Runner
+from heartsim.runner import MIN_WINDOWS_PER_TICK, PREDICTION_FIELDS, Runner
 from heartsim.schema import validate_message
 
 TICK_HZ = 2.0
@@ -192,3 +192,25 @@ async def test_predictions_run_with_one_openmp_thread(model: StressClassifier) -
     runner.attach_predictor(Recording(model))
     await runner.run_for(1.0)
     assert seen and set(seen) == {1}
+
+
+def test_a_crowd_reaching_the_grid_together_is_scored_over_the_following_ticks(
+    model: StressClassifier,
+) -> None:
+    # 80 persons at 2 Hz with 5 s steps: 10 ticks per step, so at most
+    # max(MIN_WINDOWS_PER_TICK, ceil(1.2 * 80 / 10)) = 32 windows are scored per tick.
+    runner = make_runner(persons=80)
+    predictor = LivePredictor(model)
+    runner.attach_predictor(predictor, name="small")
+    pending = []
+    for _ in range(round(75 * TICK_HZ)):
+        runner.tick()
+        pending.append(predictor.pending)
+    assert predictor.max_windows_per_call == MIN_WINDOWS_PER_TICK == 32
+    # The first full windows (t = 65 s) fall due for everybody on one tick: 32 scored there,
+    # 32 on the next, the last 16 on the third; then the queue is empty until the next step.
+    first = next(i for i, n in enumerate(pending) if n)
+    assert pending[first : first + 4] == [48, 16, 0, 0]
+    latest = [m.data() for m in (runner.hub.latest(f"p{i}") for i in range(80)) if m]
+    assert len(latest) == 80 and all(m["prediction"] is not None for m in latest)
+    assert runner.model_errors == 0

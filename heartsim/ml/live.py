@@ -8,6 +8,7 @@ tick's messages and copies its output into the messages' ``prediction``, ``confi
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -75,6 +76,7 @@ class _Columns:
 
 @dataclass
 class _Person:
+    person_id: str
     beats: _Columns
     history: _Columns
     first_beat_s: float | None = None
@@ -84,6 +86,7 @@ class _Person:
     next_k: int | None = None
     calm_run: int = 1 << 30
     result: Prediction | None = None
+    queued: bool = False  # a grid point is due and waits in LivePredictor._queue
 
 
 class LivePredictor:
@@ -129,6 +132,14 @@ class LivePredictor:
     max_gap_s : float, default 5
         A person whose rebuilt beat clock drifts this far from the message time ``t`` (lost
         messages), whose ``seq`` skips, or whose ``t`` goes back is reset (warm-up again).
+    max_windows_per_call : int or None, default None
+        At most this many persons' due windows are featurised and scored per
+        :meth:`update_many` call; the others wait, in arrival order, for the next calls (their
+        previous prediction is repeated meanwhile). Bounds the cost of one call when many
+        persons reach a grid point together; the server's runner sets it from the tick rate so
+        that a grid point's work spreads over the ticks of one step. ``None``: no limit.
+        ``update_many([])`` scores waiting persons without new messages (see :attr:`pending`
+        and :meth:`latest`).
 
     Attributes
     ----------
@@ -159,6 +170,7 @@ class LivePredictor:
         trend_s: float | None = None,
         hold_s: float = DEFAULT_HOLD_S,
         max_gap_s: float = 5.0,
+        max_windows_per_call: int | None = None,
     ) -> None:
         names = getattr(model, "feature_names_in_", None)
         if names is None:
@@ -206,6 +218,8 @@ class LivePredictor:
         self.hold_s = float(hold_s)
         self._hold_windows = round(self.hold_s / self.step_s)
         self.max_gap_s = float(max_gap_s)
+        self.max_windows_per_call = max_windows_per_call
+        self._queue: deque[_Person] = deque()
         self.errors = 0
         self.last_error: str | None = None
         self._uses_frequency = self._features.uses_frequency
@@ -227,6 +241,26 @@ class LivePredictor:
         self._predict_proba = pipeline.predict_proba if pipeline is not None else None
 
     # ----- public API --------------------------------------------------------------------------
+    @property
+    def max_windows_per_call(self) -> int | None:
+        """Limit of windows scored per :meth:`update_many` call (``None``: no limit)."""
+        return self._max_windows_per_call
+
+    @max_windows_per_call.setter
+    def max_windows_per_call(self, value: int | None) -> None:
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1
+        ):
+            raise ValueError(
+                f"max_windows_per_call must be a positive integer or None, got {value!r}"
+            )
+        self._max_windows_per_call = None if value is None else int(value)
+
+    @property
+    def pending(self) -> int:
+        """Persons whose due window waits for a later call (see ``max_windows_per_call``)."""
+        return len(self._queue)
+
     @property
     def person_ids(self) -> list[str]:
         """Persons seen so far."""
@@ -261,24 +295,22 @@ class LivePredictor:
             As :meth:`update`, aligned with ``messages``.
         """
         persons: list[_Person | None] = []
-        due: list[tuple[_Person, dict[str, float]]] = []
         for message in messages:
             person = None
             try:
                 person = self._ingest(message)
-                rows = self._due_rows(person)
+                if not person.queued and self._is_due(person):
+                    person.queued = True
+                    self._queue.append(person)
             except (KeyError, TypeError, ValueError, IndexError) as err:
                 self._fail(f"message {_short(message)} rejected: {err!r}")
                 persons.append(None)
                 continue
             finally:
-                if person is not None:
+                if person is not None and not person.queued:
                     self._trim(person)
-            if rows is not None:
-                due.append((person, rows))
             persons.append(person)
-        if due:
-            self._score(due)
+        self._score_queued()
         return [None if p is None else p.result for p in persons]
 
     def latest(self, person_id: str) -> Prediction | None:
@@ -290,16 +322,18 @@ class LivePredictor:
         """Drop one person's state (or everybody's with ``None``)."""
         if person_id is None:
             self._persons.clear()
+            self._queue.clear()
         else:
-            self._persons.pop(person_id, None)
+            self._persons.pop(person_id, None)  # a queued entry is skipped when reached
 
     # ----- internals ---------------------------------------------------------------------------
     def _fail(self, description: str) -> None:
         self.errors += 1
         self.last_error = description
 
-    def _new_person(self) -> _Person:
+    def _new_person(self, person_id: str) -> _Person:
         return _Person(
+            person_id=person_id,
             beats=_Columns(self._beat_columns),
             history=_Columns(("t_end_s", "mean_hr_bpm", "rmssd_ms", "sdnn_ms"), capacity=256),
         )
@@ -330,7 +364,7 @@ class LivePredictor:
         ):
             person = None  # lost or reordered messages: start this person afresh
         if person is None:
-            person = self._persons[person_id] = self._new_person()
+            person = self._persons[person_id] = self._new_person(person_id)
         person.last_t = t
         person.last_seq = None if seq is None else int(seq)
         if rr.size:
@@ -342,7 +376,7 @@ class LivePredictor:
                 times = person.last_beat_s + np.cumsum(rr) / 1000.0
                 if abs(times[-1] - t) > self.max_gap_s:
                     # The beat clock has drifted from the stream's (lost beats): restart.
-                    fresh = self._persons[person_id] = self._new_person()
+                    fresh = self._persons[person_id] = self._new_person(person_id)
                     fresh.last_t, fresh.last_seq = person.last_t, person.last_seq
                     person = fresh
                     times = t - (np.sum(rr) - np.cumsum(rr)) / 1000.0
@@ -361,16 +395,42 @@ class LivePredictor:
         old = np.searchsorted(beats_t, person.last_t - self._keep_beats_s, side="right")
         person.beats.drop_before(int(old))
 
-    def _due_rows(self, person: _Person) -> dict[str, float] | None:
-        """Features of the latest grid point this message completed (None if none is due)."""
+    def _is_due(self, person: _Person) -> bool:
+        """Whether the person's messages have completed a grid point not yet scored."""
         if person.first_beat_s is None:
-            return None
+            return False
+        if person.next_k is None:
+            person.next_k = math.ceil((person.first_beat_s + self.window_s) / self.step_s - 1e-9)
+        return math.floor(person.last_t / self.step_s + 1e-9) >= person.next_k
+
+    def _score_queued(self) -> None:
+        """Featurise and score the queued persons (up to the limit) in one model call."""
+        budget = self._max_windows_per_call or len(self._queue)
+        due: list[tuple[_Person, dict[str, float]]] = []
+        while self._queue and budget > 0:
+            person = self._queue.popleft()
+            person.queued = False
+            if self._persons.get(person.person_id) is not person:
+                continue  # forgotten or restarted while it waited
+            budget -= 1
+            try:
+                rows = self._due_rows(person)
+            except (KeyError, TypeError, ValueError, IndexError) as err:
+                self._fail(f"features of person {person.person_id!r} failed: {err!r}")
+                person.result = None
+                continue
+            finally:
+                self._trim(person)
+            if rows is not None:
+                due.append((person, rows))
+        if due:
+            self._score(due)
+
+    def _due_rows(self, person: _Person) -> dict[str, float] | None:
+        """Features of the latest grid point the person's messages completed (None if the
+        window holds too few beats)."""
         step = self.step_s
         k_now = math.floor(person.last_t / step + 1e-9)
-        if person.next_k is None:
-            person.next_k = math.ceil((person.first_beat_s + self.window_s) / step - 1e-9)
-        if k_now < person.next_k:
-            return None
         # Every grid point passed since the last call feeds the context history, as in batch.
         first_k = max(person.next_k, k_now - math.ceil(self._keep_history_s / step))
         row = None

@@ -67,6 +67,43 @@ def test_live_scores_equal_batch_scores_on_the_same_messages(
             assert result["confidence"] == pytest.approx(want)
 
 
+def test_a_window_limit_spreads_scoring_over_calls_without_changing_scores(
+    small_run: SimulationResult, fitted_model: StressClassifier
+) -> None:
+    unlimited = LivePredictor(fitted_model)
+    limited = LivePredictor(fitted_model, max_windows_per_call=1)
+    scores: dict[str, dict[str, list[float]]] = {"unlimited": {}, "limited": {}}
+    most_pending = 0
+    for tick in _ticks(small_run.samples):
+        for name, live in (("unlimited", unlimited), ("limited", limited)):
+            for message, result in zip(tick, live.update_many(tick), strict=True):
+                mine = scores[name].setdefault(str(message["person_id"]), [])
+                if result is not None and (not mine or mine[-1] != result["stress_score"]):
+                    mine.append(result["stress_score"])
+        most_pending = max(most_pending, limited.pending)
+        assert unlimited.pending == 0
+    while limited.pending:  # the last grid point's waiting persons: calls without messages
+        limited.update_many([])
+        for person, mine in scores["limited"].items():
+            latest = limited.latest(person)
+            if latest is not None and mine[-1] != latest["stress_score"]:
+                mine.append(latest["stress_score"])
+    # Three persons reach each grid point together: one is scored per call, two wait.
+    assert most_pending == 2
+    assert limited.errors == unlimited.errors == 0
+    # The waiting persons get the same windows scored, one or two ticks later.
+    assert scores["limited"] == scores["unlimited"]
+    assert all(len(s) > 100 for s in scores["limited"].values())
+
+
+@pytest.mark.parametrize("limit", [0, -1, 2.5, True, "10"])
+def test_window_limit_must_be_a_positive_integer(
+    fitted_model: StressClassifier, limit: Any
+) -> None:
+    with pytest.raises(ValueError, match="max_windows_per_call"):
+        LivePredictor(fitted_model, max_windows_per_call=limit)
+
+
 def test_live_with_blood_pressure_and_breathing_features(small_run: SimulationResult) -> None:
     data = make_dataset(
         n_persons=4, seed=8, duration_s=900, include_bp=True, include_breathing=True
