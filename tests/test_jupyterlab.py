@@ -1,4 +1,5 @@
-"""The quickstart notebook in a real JupyterLab, in a real (headless) browser.
+"""The quickstart notebook, and the dashboard behind jupyter-server-proxy, in a real JupyterLab
+and a real (headless) browser.
 
 JupyterLab runs as a subprocess on a free loopback port, serving a temporary copy of
 ``notebooks/01_quickstart.ipynb``, with everything that would reach outside switched off (news,
@@ -34,11 +35,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.async_api import Locator, Page, async_playwright, expect
+from playwright.async_api import Locator, Page, WebSocket, async_playwright, expect
+
+from heartsim.server import HeartsimServer
 
 NOTEBOOK = Path(__file__).parent.parent / "notebooks" / "01_quickstart.ipynb"
 CHROMIUM = Path(os.environ.get("HEARTSIM_CHROMIUM", "/usr/bin/chromium"))
@@ -356,3 +360,54 @@ async def run_quickstart(page: Page, lab: Lab, output_dir: Path) -> None:
         "('stopped', False, False)", timeout=WAIT_MS
     )
     assert await page.get_by_text("Error displaying widget").count() == 0
+
+
+@pytest.mark.timeout(120)
+async def test_dashboard_through_jupyter_server_proxy(jupyterlab: Lab, output_dir: Path) -> None:
+    """The dashboard as JupyterHub users open it (``ServerHandle.dashboard_url``): under
+    ``/proxy/PORT/`` of the Jupyter server, relayed by jupyter-server-proxy. The page, its REST
+    calls (POST included) and its WebSocket all go through the prefix, and nothing else."""
+    server = HeartsimServer(port=0, tick_hz=10)
+    await server.start()
+    prefix = f"{jupyterlab.url}/proxy/{server.port}/"
+    requests: list[tuple[str, str]] = []
+    sockets: list[str] = []
+    heartbeats: list[dict[str, Any]] = []
+
+    def watch(ws: WebSocket) -> None:
+        sockets.append(ws.url)
+        ws.on("framereceived", lambda payload: heartbeats.append(json.loads(payload)))
+
+    try:
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+            )
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("request", lambda r: requests.append((r.method, r.url)))
+            page.on("websocket", watch)
+            try:
+                # The Jupyter token authenticates the first request; a cookie the rest.
+                await page.goto(f"{prefix}?token={jupyterlab.token}", timeout=WAIT_MS)
+                await expect(page.locator("#status")).to_have_attribute("data-state", "live")
+                await page.click("#start")
+                await expect(page.locator("#sim-state")).to_have_text("simulation: running")
+                await expect(page.locator("#bpm")).to_have_text(re.compile(r"^\d+$"))
+                await page.locator("#stress-slider").fill("0.9")
+                await page.click("#trigger-stress")
+                await expect(page.locator("#label")).to_have_text("stress")
+                await page.screenshot(path=output_dir / "dashboard_via_proxy.png")
+            finally:
+                await browser.close()
+    finally:
+        await server.stop()
+
+    assert server.engine.state.value == "running"
+    assert any(m.get("type") == "heartbeat" and m["label"] == "stress" for m in heartbeats)
+    posts = [url for method, url in requests if method == "POST"]
+    assert any("/simulation/start" in url for url in posts), posts
+    assert any("/simulation/trigger-stress" in url for url in posts), posts
+    outside = [url for _, url in requests if not url.startswith(prefix)]
+    assert outside == [], outside
+    ws_prefix = "ws" + prefix.removeprefix("http")
+    assert sockets and all(url.startswith(ws_prefix) for url in sockets), sockets
