@@ -17,7 +17,7 @@ from heartsim.api.metrics import HeartsimCollector
 from heartsim.api.routes import heartbeat, meta, persons, predict, simulation
 from heartsim.api.routes.meta import STATIC_DIR
 from heartsim.api.security import RateLimit, RateLimiter, TokenAuth
-from heartsim.api.ws import TransportProbe, heartbeat_socket
+from heartsim.api.ws import TransportProbe
 from heartsim.engine import Engine
 from heartsim.hub import Hub
 from heartsim.runner import Runner
@@ -143,7 +143,6 @@ def create_app(
     routers = (meta.router, simulation.router, heartbeat.router, persons.router, predict.router)
     for router in routers:
         app.include_router(router)
-    app.add_api_websocket_route("/ws/heartbeat", heartbeat_socket)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     if ctx.cors_origins:
         app.add_middleware(
@@ -152,5 +151,6 @@ def create_app(
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    app.add_middleware(TransportProbe)  # last added = outermost: sees the server's own send
+    # Last added = outermost: sees the server's own send, and serves /ws/heartbeat itself.
+    app.add_middleware(TransportProbe)
     return app

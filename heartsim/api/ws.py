@@ -38,7 +38,8 @@ WebSocket client the subscriber is one of two sinks:
     A full queue means too slow, as above.
 
 The protocol object is found by :class:`TransportProbe`, an ASGI middleware that records
-``send.__self__`` (uvicorn passes its bound ``send`` method) before any other layer wraps it.
+``send.__self__`` (uvicorn passes its bound ``send`` method) before any other layer wraps it,
+and that dispatches the stream itself, ahead of Starlette's middleware and router.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ try:  # the one protocol implementation whose internals the fast path relies on
 except ImportError:  # pragma: no cover - uvicorn or websockets missing
     WebSocketsSansIOProtocol = None  # type: ignore[assignment,misc]
 
+#: Where the stream is served (by :class:`TransportProbe`).
+HEARTBEAT_PATH = "/ws/heartbeat"
 _PROTOCOL_KEY = "heartsim.ws_protocol"
 CLOSE_MESSAGE_TOO_BIG = 1009
 _PONG = b'{"type":"pong"}'
@@ -81,7 +84,13 @@ _HIGH_WATER_SLACK = 1 << 20
 
 
 class TransportProbe:
-    """ASGI middleware: remembers the server's WebSocket protocol object in the scope."""
+    """Outermost ASGI middleware of the app: records the server's WebSocket protocol object in
+    the scope, and serves ``/ws/heartbeat`` itself.
+
+    Dispatching the stream here, before Starlette's error and exception middleware and its
+    router, spares every handshake their per-connection work and objects; it matters when
+    thousands of clients connect at once. Other scopes pass through unchanged.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -89,7 +98,16 @@ class TransportProbe:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
             scope[_PROTOCOL_KEY] = getattr(send, "__self__", None)
+            if _route_path(scope) == HEARTBEAT_PATH:
+                await heartbeat_socket(WebSocket(scope, receive, send))
+                return
         await self.app(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    """The scope's path below the app's ``root_path`` (set when served under a prefix)."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def _fast_transport(websocket: WebSocket) -> asyncio.Transport | None:
