@@ -114,12 +114,16 @@ def simulate(
 
     report = _progress_reporter(progress, n)
     warmups, blocks = [], []
-    with ThreadPoolExecutor(min(workers or _available_cores(), len(groups))) as pool:
+    pool = ThreadPoolExecutor(min(workers or _available_cores(), len(groups)))
+    try:
         results = pool.map(run, groups, group_streams)
         for group, (warmup, block) in zip(groups, results, strict=True):
             warmups.append(warmup)
             blocks.append(block)
             report(group.stop)
+    finally:
+        # On Ctrl-C or an error, groups not started yet are dropped, not run to the end.
+        pool.shutdown(cancel_futures=True)
     report(None)
     return SimulationResult(
         beats=_beats_table(BeatBlock.concat(blocks), ids),

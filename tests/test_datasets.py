@@ -4,6 +4,7 @@ import pytest
 
 from heartsim import Episode, LabProtocol, load, simulate
 from heartsim.datasets import GROUP_SIZE
+from heartsim.physiology.beats import generate_beats
 
 BEAT_COLUMNS = [
     "person_id", "t_s", "rr_ms", "hr_bpm", "stress_level", "label", "systolic_mmhg",
@@ -124,6 +125,25 @@ def test_tables_do_not_depend_on_workers_or_progress():
     pd.testing.assert_frame_equal(one.beats, many.beats)
     pd.testing.assert_frame_equal(one.samples, many.samples)
     assert seen == pytest.approx([GROUP_SIZE / n, 2 * GROUP_SIZE / n, 1.0])
+
+
+def test_an_interruption_drops_the_groups_not_started(monkeypatch):
+    import heartsim.datasets as datasets
+
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["persons"])
+        return generate_beats(*args, **kwargs)
+
+    def interrupt(fraction):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(datasets, "generate_beats", counting)
+    with pytest.raises(KeyboardInterrupt):
+        simulate(n_persons=5 * GROUP_SIZE, duration_s=10, seed=1, workers=1, progress=interrupt)
+    # Group 1 reported and was interrupted; group 2 may have started; groups 3-5 never ran.
+    assert len({group.start for group in calls}) <= 2
 
 
 @pytest.mark.parametrize(
