@@ -1,9 +1,9 @@
 """Batch datasets: many persons, hours of beats, as tidy pandas tables.
 
 :func:`simulate` runs the same beat model and the same tick summaries as the live
-:class:`heartsim.Engine`, vectorised over persons, and returns a :class:`SimulationResult` with
-``beats`` (one row per beat) and ``samples`` (one row per tick and person: the stream's
-messages).
+:class:`heartsim.Engine`, groups of persons on all cores, and returns a
+:class:`SimulationResult` with ``beats`` (one row per beat) and ``samples`` (one row per tick
+and person: the stream's messages).
 """
 
 from __future__ import annotations
