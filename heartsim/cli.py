@@ -11,8 +11,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from heartsim.datasets import FORMATS, SimulationResult, simulate
-from heartsim.hrv import hrv_time
-from heartsim.server import add_serve_arguments, run_serve
+from heartsim.options import add_serve_arguments
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)?\s*$")
 _UNIT_S = {None: 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
@@ -30,6 +29,8 @@ def parse_duration(text: str) -> float:
 
 def summary_table(result: SimulationResult) -> pd.DataFrame:
     """Per label: beats, hours, mean heart rate, median per-person RMSSD, mean systolic."""
+    from heartsim.hrv import hrv_time  # SciPy: imported when a summary is printed
+
     beats = result.beats
     rows = []
     for label, group in beats.groupby("label", observed=True):
@@ -71,6 +72,12 @@ def _simulate_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_command(args: argparse.Namespace) -> int:
+    from heartsim.server import run_serve  # the server stack, imported only to serve
+
+    return run_serve(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``heartsim`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -97,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="run the streaming API server and the browser dashboard"
     )
     add_serve_arguments(serve)
-    serve.set_defaults(handler=run_serve)
+    serve.set_defaults(handler=_serve_command)
     return parser
 
 

@@ -61,8 +61,9 @@ from typing import Any, Literal, TypeVar
 from heartsim.engine import Engine
 from heartsim.hub import CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION, Hub, Message, QueueSubscriber
 from heartsim.hub import Subscriber as _HubSubscriber
+from heartsim.options import DEFAULT_HOST
 from heartsim.runner import Runner
-from heartsim.server import DEFAULT_HOST, HeartsimServer
+from heartsim.server import HeartsimServer
 
 __all__ = ["ServerHandle", "Stopping", "Subscription", "start_server", "stop_server"]
 

@@ -22,7 +22,6 @@ import contextlib
 import gc
 import ipaddress
 import logging
-import os
 import signal
 import socket
 import time
@@ -36,6 +35,7 @@ import uvicorn
 from heartsim.api import DEFAULT_RATE_LIMIT, RateLimit, WebSocketSettings, create_app
 from heartsim.engine import Engine
 from heartsim.hub import Hub
+from heartsim.options import DEFAULT_HOST, DEFAULT_PORT
 from heartsim.runner import Clock, Runner
 
 if TYPE_CHECKING:  # heartsim.ml pulls in scikit-learn: imported only when a model is used
@@ -43,8 +43,6 @@ if TYPE_CHECKING:  # heartsim.ml pulls in scikit-learn: imported only when a mod
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8001
 #: Protocol-level cap on inbound WebSocket messages (bytes); the app's own cap is smaller.
 WS_MAX_SIZE = 64 * 1024
 #: Pending connections the listening socket queues (uvicorn's default), e.g. while bound by
@@ -401,65 +399,6 @@ class HeartsimServer:
 
 
 # ----- the CLI -------------------------------------------------------------------------------
-def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``heartsim serve`` options to ``parser``."""
-    parser.add_argument(
-        "--host", default=DEFAULT_HOST, help="address to bind (default %(default)s)"
-    )
-    parser.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help="port (default %(default)s; 0: any free)"
-    )
-    parser.add_argument(
-        "--persons", type=int, default=1, help="virtual persons (default %(default)s)"
-    )
-    parser.add_argument(
-        "--tick-hz",
-        type=float,
-        default=2.0,
-        help="messages per second and person (default %(default)s)",
-    )
-    parser.add_argument("--seed", type=int, default=None, help="random seed (default: fresh)")
-    parser.add_argument(
-        "--token",
-        default=os.environ.get("HEARTSIM_TOKEN"),
-        help="token required for control routes and the WebSocket (default: $HEARTSIM_TOKEN)",
-    )
-    parser.add_argument(
-        "--max-clients",
-        type=int,
-        default=1000,
-        help="WebSocket connection cap (default %(default)s)",
-    )
-    parser.add_argument(
-        "--insecure",
-        action="store_true",
-        help="allow a non-loopback --host without --token (anyone on the network controls it)",
-    )
-    parser.add_argument(
-        "--cors-origin",
-        dest="cors_origins",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="ORIGIN",
-        help="browser origin allowed cross-origin access, e.g. http://localhost:3000 (repeatable)",
-    )
-    parser.add_argument(
-        "--spontaneous-per-h",
-        type=float,
-        default=0.0,
-        help="spontaneous stress episodes per hour and person (default %(default)s)",
-    )
-    parser.add_argument("--start", action="store_true", help="start the simulation right away")
-    parser.add_argument(
-        "--model",
-        metavar="FILE",
-        default=None,
-        help="StressClassifier file (StressClassifier.save) whose predictions fill every "
-        "message and answer POST /predict; only load files you trust (joblib runs code)",
-    )
-
-
 def load_model_file(path: str | Path) -> StressClassifier:
     """Load a :class:`heartsim.ml.StressClassifier` file for ``heartsim serve --model``.
 

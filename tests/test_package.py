@@ -10,8 +10,12 @@ import heartsim
 HEAVY = ("fastapi", "httpx", "websockets", "scipy.signal", "ipywidgets", "matplotlib", "sklearn")
 
 
-def test_import_for_simulation_does_not_load_the_server_stack_or_widgets():
-    code = f"import sys, heartsim; print([m for m in {HEAVY!r} if m in sys.modules])"
+@pytest.mark.parametrize(
+    "module",
+    ["heartsim", "heartsim.cli"],  # the command line too: `heartsim simulate` and `--help`
+)
+def test_import_for_simulation_does_not_load_the_server_stack_or_widgets(module):
+    code = f"import sys, {module}; print([m for m in {HEAVY!r} if m in sys.modules])"
     loaded = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout.strip()

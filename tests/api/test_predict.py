@@ -22,6 +22,7 @@ import websockets
 from heartsim import Episode, simulate
 from heartsim.ml import StressClassifier, make_dataset, predict_rr
 from heartsim.ml.classifier import DEFAULT_FEATURES
+from heartsim.options import add_serve_arguments
 from heartsim.runner import PREDICTION_FIELDS
 from heartsim.schema import (
     EXAMPLE_FEATURES,
@@ -30,7 +31,7 @@ from heartsim.schema import (
     PredictResponse,
     validate_message,
 )
-from heartsim.server import HeartsimServer, add_serve_arguments
+from heartsim.server import HeartsimServer
 
 from .conftest import ServerFactory, heartbeats, recv_json, wait_until
 

@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from heartsim.hub import Backend, Message
-from heartsim.server import HeartsimServer, add_serve_arguments, is_loopback, run_serve
+from heartsim.options import add_serve_arguments
+from heartsim.server import HeartsimServer, is_loopback, run_serve
 
 from .conftest import ServerFactory
 
@@ -129,7 +130,8 @@ def test_serve_busy_port_exits_1() -> None:
 def test_serve_command_prints_the_dashboard_url_and_stops_on_ctrl_c() -> None:
     code = (
         "import argparse, sys\n"
-        "from heartsim.server import add_serve_arguments, run_serve\n"
+        "from heartsim.options import add_serve_arguments\n"
+        "from heartsim.server import run_serve\n"
         "p = argparse.ArgumentParser(); add_serve_arguments(p)\n"
         "sys.exit(run_serve(p.parse_args(sys.argv[1:])))\n"
     )
