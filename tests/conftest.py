@@ -1,12 +1,15 @@
-"""Shared fixtures: an output folder per test for artefacts (screenshots, files)."""
+"""Shared fixtures: an output folder per test for artefacts (screenshots, files), and Debian's
+headless Chromium for the browser tests."""
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from playwright.async_api import Browser, async_playwright
 
 OUTPUT_ROOT = Path(
     os.environ.get("HEARTSIM_TEST_OUTPUT", Path(__file__).parent.parent / "test-output")
@@ -19,3 +22,32 @@ def output_dir(request: pytest.FixtureRequest) -> Path:
     path = OUTPUT_ROOT / re.sub(r"[^\w.-]+", "_", request.node.nodeid)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+#: Debian's Chromium, driven by Playwright: never a downloaded browser. No skip when it is
+#: missing: a browser test that silently does not run proves nothing (.ci/run installs it).
+CHROMIUM = Path(os.environ.get("HEARTSIM_CHROMIUM", "/usr/bin/chromium"))
+#: Headless, and nothing that reaches outside on its own (updates, sync, background fetches).
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """A headless Chromium, closed after the test."""
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=15_000
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()

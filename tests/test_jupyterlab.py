@@ -40,22 +40,11 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.async_api import Locator, Page, WebSocket, async_playwright, expect
+from playwright.async_api import Browser, Locator, Page, WebSocket, expect
 
 from heartsim.server import HeartsimServer
 
 NOTEBOOK = Path(__file__).parent.parent / "notebooks" / "01_quickstart.ipynb"
-CHROMIUM = Path(os.environ.get("HEARTSIM_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-    "--disable-quic",
-]
 #: JupyterLab and its lab extensions that the notebook's widgets need.
 WIDGET_EXTENSIONS = {"@jupyter-widgets/jupyterlab-manager", "jupyter-matplotlib"}
 START_TIMEOUT_S = 30.0
@@ -66,8 +55,6 @@ WAIT_MS = 15_000  # any other wait on the page
 BREATH_S = 4.0
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
-# No skip when Chromium is missing: a browser test that silently does not run proves nothing.
-# .ci/run installs Debian's chromium.
 expect.set_options(timeout=WAIT_MS)
 
 
@@ -265,28 +252,26 @@ async def cell(page: Page, text: str) -> Locator:
 
 # ----- the test --------------------------------------------------------------------------------
 @pytest.mark.timeout(180)
-async def test_quickstart_runs_in_jupyterlab(jupyterlab: Lab, output_dir: Path) -> None:
+async def test_quickstart_runs_in_jupyterlab(
+    jupyterlab: Lab, browser: Browser, output_dir: Path
+) -> None:
     requests: list[str] = []  # every URL the page asked for, WebSockets included
     console_errors: list[str] = []
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        context = await browser.new_context(viewport={"width": 1280, "height": 1300})
-        context.on("request", lambda request: requests.append(request.url))
-        page = await context.new_page()
-        page.on("websocket", lambda ws: requests.append(ws.url))
-        page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
-        try:
-            await run_quickstart(page, jupyterlab, output_dir)
-        except BaseException:
-            await page.screenshot(path=output_dir / "failure.png")
-            raise
-        finally:
-            await browser.close()
-            redacted = [url.replace(jupyterlab.token, "TOKEN") for url in requests]
-            (output_dir / "requests.txt").write_text("\n".join(redacted) + "\n")
-            (output_dir / "console-errors.txt").write_text("\n".join(console_errors) + "\n")
+    context = await browser.new_context(viewport={"width": 1280, "height": 1300})
+    context.on("request", lambda request: requests.append(request.url))
+    page = await context.new_page()
+    page.on("websocket", lambda ws: requests.append(ws.url))
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    try:
+        await run_quickstart(page, jupyterlab, output_dir)
+    except BaseException:
+        await page.screenshot(path=output_dir / "failure.png")
+        raise
+    finally:
+        await context.close()
+        redacted = [url.replace(jupyterlab.token, "TOKEN") for url in requests]
+        (output_dir / "requests.txt").write_text("\n".join(redacted) + "\n")
+        (output_dir / "console-errors.txt").write_text("\n".join(console_errors) + "\n")
 
     outside = [url for url in requests if urlsplit(url).hostname not in LOOPBACK]
     outside = [url for url in outside if not url.startswith(("data:", "blob:", "about:"))]
@@ -363,7 +348,9 @@ async def run_quickstart(page: Page, lab: Lab, output_dir: Path) -> None:
 
 
 @pytest.mark.timeout(120)
-async def test_dashboard_through_jupyter_server_proxy(jupyterlab: Lab, output_dir: Path) -> None:
+async def test_dashboard_through_jupyter_server_proxy(
+    jupyterlab: Lab, browser: Browser, output_dir: Path
+) -> None:
     """The dashboard as JupyterHub users open it (``ServerHandle.dashboard_url``): under
     ``/proxy/PORT/`` of the Jupyter server, relayed by jupyter-server-proxy. The page, its REST
     calls (POST included) and its WebSocket all go through the prefix, and nothing else."""
@@ -379,26 +366,20 @@ async def test_dashboard_through_jupyter_server_proxy(jupyterlab: Lab, output_di
         ws.on("framereceived", lambda payload: heartbeats.append(json.loads(payload)))
 
     try:
-        async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(
-                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-            )
-            page = await browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("request", lambda r: requests.append((r.method, r.url)))
-            page.on("websocket", watch)
-            try:
-                # The Jupyter token authenticates the first request; a cookie the rest.
-                await page.goto(f"{prefix}?token={jupyterlab.token}", timeout=WAIT_MS)
-                await expect(page.locator("#status")).to_have_attribute("data-state", "live")
-                await page.click("#start")
-                await expect(page.locator("#sim-state")).to_have_text("simulation: running")
-                await expect(page.locator("#bpm")).to_have_text(re.compile(r"^\d+$"))
-                await page.locator("#stress-slider").fill("0.9")
-                await page.click("#trigger-stress")
-                await expect(page.locator("#label")).to_have_text("stress")
-                await page.screenshot(path=output_dir / "dashboard_via_proxy.png")
-            finally:
-                await browser.close()
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("request", lambda r: requests.append((r.method, r.url)))
+        page.on("websocket", watch)
+        # The Jupyter token authenticates the first request; a cookie the rest.
+        await page.goto(f"{prefix}?token={jupyterlab.token}", timeout=WAIT_MS)
+        await expect(page.locator("#status")).to_have_attribute("data-state", "live")
+        await page.click("#start")
+        await expect(page.locator("#sim-state")).to_have_text("simulation: running")
+        await expect(page.locator("#bpm")).to_have_text(re.compile(r"^\d+$"))
+        await page.locator("#stress-slider").fill("0.9")
+        await page.click("#trigger-stress")
+        await expect(page.locator("#label")).to_have_text("stress")
+        await page.screenshot(path=output_dir / "dashboard_via_proxy.png")
+        await page.close()
     finally:
         await server.stop()
 

@@ -7,9 +7,7 @@ request and WebSocket of the page is recorded: the page must only talk to the se
 from __future__ import annotations
 
 import json
-import os
 import re
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,6 @@ from playwright.async_api import (
     Page,
     Request,
     WebSocket,
-    async_playwright,
     expect,
 )
 
@@ -32,23 +29,10 @@ from heartsim.server import HeartsimServer
 
 from .conftest import ServerFactory, wait_until
 
-CHROMIUM = Path(os.environ.get("HEARTSIM_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 #: Bound of every wait on the page, ms (and s for the Python-side waits).
 WAIT_MS = 8_000
 WAIT_S = WAIT_MS / 1000
 
-# No skip when Chromium is missing: a browser test that silently does not run proves nothing.
-# .ci/run installs Debian's chromium.
 expect.set_options(timeout=WAIT_MS)
 
 #: Counts the chart's stress-coloured (purple) pixels: the stress line and the area under it.
@@ -116,18 +100,6 @@ class Dashboard:
     def latest_message(self) -> Locator:
         """The message area's newest entry."""
         return self.page.locator("#messages li").first
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=15_000
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 async def open_dashboard(
