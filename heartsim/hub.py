@@ -153,6 +153,11 @@ class History:
         return self._entries[0][0] if self._entries else None
 
     @property
+    def latest_seq(self) -> int | None:
+        """seq of the newest buffered message."""
+        return self._entries[-1][0] if self._entries else None
+
+    @property
     def latest(self) -> Message | None:
         """The newest message."""
         return self._message(self._entries[-1]) if self._entries else None
@@ -475,8 +480,7 @@ class Hub:
         history = self._histories.get(person_id)
         if history is None:
             return ReplayInfo(0, 0, None)
-        latest = history.latest
-        latest_seq = latest.seq if latest is not None else None
+        latest_seq = history.latest_seq
         if since is None:
             return ReplayInfo(0, 0, latest_seq)
         oldest = history.oldest_seq

@@ -236,5 +236,6 @@ def test_history_entries_are_not_tracked_by_the_garbage_collector() -> None:
     assert not any(gc.is_tracked(entry) for entry in history._entries)
     latest = history.latest
     assert latest is not None and (latest.person_id, latest.seq, latest.t) == ("p0", 100, 50.0)
+    assert (history.oldest_seq, history.latest_seq) == (1, 100)
     assert latest.data() == {"person_id": "p0", "seq": 100, "t": 50.0}
     assert [m.seq for m in history.after(97)] == [98, 99, 100]

@@ -83,15 +83,6 @@ class Schedule:
             step += t_s >= self.change_s[offsets + j]
         return offsets + step
 
-    def advance(self, cursor: np.ndarray, t_s: np.ndarray) -> np.ndarray:
-        """Move ``cursor`` forward to the steps in force at later times ``t_s`` (cheap when
-        nothing changed, the common case inside the beat loop)."""
-        while True:
-            moved = t_s >= self.change_s[cursor + 1]
-            if not moved.any():
-                return cursor
-            cursor = cursor + moved
-
     def target(self, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Stress target and whether any stressor is active at times ``t_s``.
 
