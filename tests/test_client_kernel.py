@@ -8,11 +8,9 @@ subscriber at its full rate throughout the call.
 from __future__ import annotations
 
 import json
-import textwrap
 import time
 
-import nbformat
-from nbclient import NotebookClient
+from support import run_notebook, stdout_of
 
 TICK_HZ = 10
 COLLECT_S = 2.0
@@ -100,28 +98,9 @@ CELLS = [
 ]
 
 
-def run_notebook(cells: list[str], timeout_s: float = 30) -> nbformat.NotebookNode:
-    """Execute ``cells`` in a fresh python3 kernel; every cell is bounded by ``timeout_s``."""
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_code_cell(textwrap.dedent(cell).strip()) for cell in cells]
-    NotebookClient(
-        notebook,
-        timeout=timeout_s,
-        startup_timeout=60,
-        kernel_name="python3",
-        allow_errors=False,
-    ).execute()
-    return notebook
-
-
-def stdout_of(cell: nbformat.NotebookNode) -> str:
-    """The text the cell printed."""
-    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
-
-
 def test_sync_calls_in_a_kernel_running_the_server_neither_deadlock_nor_stall_it() -> None:
     started = time.monotonic()
-    notebook = run_notebook(CELLS)
+    notebook = run_notebook(CELLS, timeout_s=30)
     result = json.loads(stdout_of(notebook.cells[4]).strip().splitlines()[-1])
 
     assert result["control"] == ["timed out", 0]  # the set-up does show the deadlock

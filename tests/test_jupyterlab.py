@@ -28,7 +28,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -41,6 +40,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from playwright.async_api import Browser, Locator, Page, WebSocket, expect
+from support import free_port
 
 from heartsim.server import HeartsimServer
 
@@ -56,12 +56,6 @@ BREATH_S = 4.0
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 expect.set_options(timeout=WAIT_MS)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -146,7 +140,7 @@ def jupyterlab(tmp_path: Path, output_dir: Path) -> Iterator[Lab]:
         "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
         "IPYTHONDIR": str(tmp_path / "ipython"),
     }
-    port = _free_port()
+    port = free_port()
     token = secrets.token_hex(16)
     log = output_dir / "jupyterlab.log"
     command = [

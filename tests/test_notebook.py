@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from support import bindable, free_port, listening
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -36,28 +37,6 @@ async def stop_everything() -> AsyncIterator[None]:
     """No test leaves a server behind (stopped on the loop that runs them)."""
     yield
     await asyncio.wait_for(stop_server(), 15)
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(1)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-def bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def health(handle: ServerHandle) -> dict:

@@ -28,6 +28,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 from nbformat import NotebookNode
+from support import bindable, free_port, listening, stdout_of
 from websockets.asyncio.client import connect
 
 pytestmark = pytest.mark.timeout(90)
@@ -61,10 +62,6 @@ class Kernel:
         return json.loads(stdout_of(await self.run(code)).strip().splitlines()[-1])
 
 
-def stdout_of(cell: NotebookNode) -> str:
-    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
-
-
 def error_of(cell: NotebookNode) -> NotebookNode | None:
     return next((o for o in cell.outputs if o.output_type == "error"), None)
 
@@ -89,28 +86,6 @@ async def kernel() -> AsyncIterator[Kernel]:
     )
     async with client.async_setup_kernel():
         yield Kernel(client)
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(1)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-def bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def beats(ws_url: str, arrivals: list[float]) -> None:

@@ -8,11 +8,10 @@ reach them. Every wait is on a condition with a bound, never a fixed sleep.
 from __future__ import annotations
 
 import json
-import textwrap
 import time
 
 import nbformat
-from nbclient import NotebookClient
+from support import run_notebook
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
@@ -103,20 +102,6 @@ CELLS = [
 ]
 
 
-def run_notebook(cells: list[str], timeout_s: float = 20) -> nbformat.NotebookNode:
-    """Execute ``cells`` in a fresh python3 kernel; every cell is bounded by ``timeout_s``."""
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_code_cell(textwrap.dedent(cell).strip()) for cell in cells]
-    NotebookClient(
-        notebook,
-        timeout=timeout_s,
-        startup_timeout=60,
-        kernel_name="python3",
-        allow_errors=False,
-    ).execute()
-    return notebook
-
-
 def last_json(cell: nbformat.NotebookNode) -> dict:
     text = "".join(o.get("text", "") for o in cell.outputs if o.get("name") == "stdout")
     return json.loads(text.strip().splitlines()[-1])
@@ -124,7 +109,7 @@ def last_json(cell: nbformat.NotebookNode) -> dict:
 
 def test_controls_and_live_plot_in_a_real_kernel() -> None:
     started = time.monotonic()
-    notebook = run_notebook(CELLS)
+    notebook = run_notebook(CELLS, timeout_s=20)
     cells = notebook.cells
 
     for cell in cells:
