@@ -55,7 +55,7 @@ import random
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
 from collections.abc import Sequence as SequenceABC
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx
@@ -70,6 +70,7 @@ __all__ = [
     "HEARTBEAT_COLUMNS",
     "Client",
     "HeartsimError",
+    "StreamRestartedError",
     "SyncClient",
     "messages_to_frame",
 ]
@@ -102,6 +103,8 @@ _RETRIABLE_CLOSE_CODES = frozenset({1001, 1006, 1011, 1012, 1013, 1014})
 
 _T = TypeVar("_T")
 _DONE = object()
+#: What :meth:`Client.stream` does when the server restarted: yield a marker, or raise.
+OnRestart = Literal["mark", "raise"]
 
 
 class HeartsimError(RuntimeError):
@@ -189,6 +192,35 @@ class HeartsimError(RuntimeError):
             error=error,
             field=field,
             retry_after_s=retry_after,
+            request=request,
+        )
+
+
+class StreamRestartedError(HeartsimError):
+    """The server was restarted while a stream was resuming: its ``seq`` numbering is new.
+
+    Raised by :meth:`Client.stream` with ``on_restart="raise"``. ``seq`` values of
+    ``previous_epoch`` and ``epoch`` are unrelated; messages of the old run after
+    ``previous_seq`` that were not received are lost.
+
+    Parameters
+    ----------
+    previous_epoch, epoch
+        The run the consumer's ``seq`` belonged to, and the server's current run.
+    previous_seq
+        The last ``seq`` of the old run the consumer received.
+    """
+
+    def __init__(
+        self, previous_epoch: str, epoch: str, previous_seq: int | None, *, request: str
+    ) -> None:
+        self.previous_epoch = previous_epoch
+        self.epoch = epoch
+        self.previous_seq = previous_seq
+        super().__init__(
+            f"the server restarted (epoch {previous_epoch} -> {epoch}); seq numbering is new, "
+            f"messages of the old run after seq {previous_seq} are lost; resume with "
+            f"stream(since=0, epoch={epoch!r}) to read the new run from its start",
             request=request,
         )
 
@@ -625,7 +657,13 @@ class Client:
 
     # ----- streaming ---------------------------------------------------------------------------
     def stream(
-        self, limit: int | None = None, since: int | None = None, person: str | None = None
+        self,
+        limit: int | None = None,
+        since: int | None = None,
+        person: str | None = None,
+        *,
+        epoch: str | None = None,
+        on_restart: OnRestart = "mark",
     ) -> AsyncIterator[dict[str, Any]]:
         """Live heartbeat messages from ``WS /ws/heartbeat``, with transparent reconnection.
 
@@ -638,12 +676,23 @@ class Client:
             live messages only.
         person
             Person id; the default person if ``None``.
+        epoch
+            The server run that ``since`` belongs to (the ``epoch`` of its ``connected``
+            message or history page); ``None``: trust ``since``. Give it when resuming a
+            stream saved earlier, so that a restarted server is noticed.
+        on_restart
+            What to do when the server turns out to have restarted (its ``epoch`` changed, so
+            its ``seq`` numbering is new): ``"mark"`` logs a warning, yields one marker
+            ``{"type": "restart", "person_id", "previous_epoch", "epoch", "previous_seq"}``
+            and goes on with the new run from its oldest buffered message; ``"raise"`` raises
+            :class:`StreamRestartedError`. The two runs are never spliced.
 
         Yields
         ------
         dict
-            Heartbeat messages only (the ``connected`` and ``pong`` messages are consumed here),
-            in ``seq`` order. Fields and units: see :func:`messages_to_frame`.
+            Heartbeat messages (the ``connected`` and ``pong`` messages are consumed here), in
+            ``seq`` order, and with ``on_restart="mark"`` a ``restart`` marker where the
+            server's run changed. Fields and units: see :func:`messages_to_frame`.
 
         Raises
         ------
@@ -653,6 +702,8 @@ class Client:
             The first connection fails; the server refuses the stream (close 1008: wrong token,
             unknown person), ends it (1000: the person was removed), or the connection drops
             and ``reconnect_attempts`` reconnections fail in a row.
+        StreamRestartedError
+            With ``on_restart="raise"``, the server restarted (a subclass of HeartsimError).
 
         Notes
         -----
@@ -661,21 +712,30 @@ class Client:
         ``reconnect_backoff_s`` (doubling) with ``?since=<last seq seen>``; the server replays
         what was missed, and any message already yielded is skipped, so the consumer sees no gap
         and no duplicate. Only messages older than the server's history buffer can be lost; that
-        is logged as a warning. If the server restarted (its ``seq`` went backwards), the stream
-        follows the new numbering and logs a warning.
+        is logged as a warning. Reconnections send the run's ``epoch`` along, so a restarted
+        server is noticed (see ``on_restart``) even when its new ``seq`` has already passed the
+        old one.
 
         Breaking out of ``async for`` early leaves the connection open until the iterator is
         garbage-collected; use ``limit`` or :func:`contextlib.aclosing` to close it promptly.
         """
+        if epoch is not None and not isinstance(epoch, str):
+            raise ValueError(f"epoch must be a string (a connected message's epoch), got {epoch!r}")
+        if on_restart not in ("mark", "raise"):
+            raise ValueError(f"on_restart must be 'mark' or 'raise', got {on_restart!r}")
         return self._stream(
             _optional_int("limit", limit, 1),
             _optional_int("since", since, 0),
             _person(person),
+            epoch,
+            on_restart,
         )
 
-    def _stream_url(self, person: str | None, since: int | None) -> str:
+    def _stream_url(self, person: str | None, since: int | None, epoch: str | None) -> str:
         query = {
-            key: value for key, value in (("person", person), ("since", since)) if value is not None
+            key: value
+            for key, value in (("person", person), ("since", since), ("epoch", epoch))
+            if value is not None
         }
         return f"{self.ws_url}?{urlencode(query)}" if query else self.ws_url
 
@@ -684,14 +744,19 @@ class Client:
         return delay * self._random.uniform(0.8, 1.2)
 
     async def _stream(
-        self, limit: int | None, since: int | None, person: str | None
+        self,
+        limit: int | None,
+        since: int | None,
+        person: str | None,
+        epoch: str | None = None,
+        on_restart: OnRestart = "mark",
     ) -> AsyncIterator[dict[str, Any]]:
         delivered = 0
         last_seq = since  # every message with seq <= last_seq was yielded (or not wanted)
         failures = 0  # reconnections in a row without a message
         connected_once = False
         while True:
-            url = self._stream_url(person, last_seq)
+            url = self._stream_url(person, last_seq, epoch if last_seq is not None else None)
             try:
                 async with connect(
                     url,
@@ -702,7 +767,28 @@ class Client:
                     close_timeout=_CLOSE_TIMEOUT_S,
                 ) as ws:
                     hello = await _hello(ws, self.timeout_s)
-                    last_seq = _resume_point(hello, last_seq, reconnected=connected_once)
+                    marker = _restart_marker(hello, epoch, last_seq)
+                    if marker is not None:
+                        if on_restart == "raise":
+                            await _close_draining(ws)
+                            raise StreamRestartedError(
+                                marker["previous_epoch"],
+                                marker["epoch"],
+                                last_seq,
+                                request=url,
+                            )
+                        logger.warning(
+                            "stream of %s: the server restarted (epoch %s -> %s) after seq %s; "
+                            "following the new run from its oldest buffered message",
+                            marker["person_id"],
+                            marker["previous_epoch"],
+                            marker["epoch"],
+                            last_seq,
+                        )
+                        last_seq = hello.get("since")
+                    else:
+                        last_seq = _resume_point(hello, last_seq, reconnected=connected_once)
+                    epoch = hello.get("epoch", epoch)
                     if connected_once:
                         logger.info(
                             "stream %s resumed after seq %s (%s replayed)",
@@ -711,6 +797,12 @@ class Client:
                             hello.get("replayed"),
                         )
                     connected_once = True
+                    if marker is not None:
+                        try:
+                            yield marker
+                        except GeneratorExit:
+                            await _close_draining(ws)
+                            raise
                     async for raw in ws:
                         message = _decode(raw)
                         if message.get("type") != "heartbeat":
@@ -817,7 +909,8 @@ class Client:
 
         async def record(who: str | None) -> None:
             async for message in self._stream(None, None, who):
-                rows.append(message)
+                if message.get("type") == "heartbeat":  # not a restart marker (logged)
+                    rows.append(message)
 
         tasks = [asyncio.ensure_future(record(who)) for who in persons]
         try:
@@ -860,6 +953,23 @@ def _decode(raw: str | bytes) -> dict[str, Any]:
     if not isinstance(message, dict):
         raise HeartsimError(f"the server sent a message that is not an object: {raw[:200]!r}")
     return message
+
+
+def _restart_marker(
+    hello: Mapping[str, Any], epoch: str | None, last_seq: int | None
+) -> dict[str, Any] | None:
+    """The ``restart`` marker if ``hello`` says the server's run is not ``epoch``'s."""
+    if epoch is None or last_seq is None or "epoch" not in hello:
+        return None  # nothing to resume, or a server that predates epochs
+    if hello["epoch"] == epoch and not hello.get("restarted"):
+        return None
+    return {
+        "type": "restart",
+        "person_id": hello.get("person_id"),
+        "previous_epoch": epoch,
+        "epoch": hello["epoch"],
+        "previous_seq": last_seq,
+    }
 
 
 def _resume_point(hello: Mapping[str, Any], last_seq: int | None, *, reconnected: bool) -> int:
@@ -1097,7 +1207,13 @@ class SyncClient:
         return self._call(self._client.history, since, limit, person)
 
     def stream(
-        self, limit: int | None = None, since: int | None = None, person: str | None = None
+        self,
+        limit: int | None = None,
+        since: int | None = None,
+        person: str | None = None,
+        *,
+        epoch: str | None = None,
+        on_restart: OnRestart = "mark",
     ) -> Iterator[dict[str, Any]]:
         """Blocking :meth:`Client.stream`: ``for message in client.sync.stream(limit=10)``.
 
@@ -1105,7 +1221,9 @@ class SyncClient:
         is closed, or is garbage-collected; while the loop body runs, nothing is received
         (the server buffers, and a consumer too slow for too long is resumed transparently).
         """
-        return self._iterate(self._client.stream(limit, since, person))
+        return self._iterate(
+            self._client.stream(limit, since, person, epoch=epoch, on_restart=on_restart)
+        )
 
     def collect(
         self, duration_s: float, person: str | SequenceABC[str] | None = None

@@ -8,6 +8,8 @@ the same simulated times and the same ``advance`` steps give identical samples.
 from __future__ import annotations
 
 import math
+import re
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -45,6 +47,9 @@ MAX_SPONTANEOUS_PER_H = 60.0
 #: its 5 to 8 s spikes by default, since the autonomic response needs tens of seconds to build.
 SPONTANEOUS_LEVEL = (0.65, 0.95)
 SPONTANEOUS_DURATION_S = (20.0, 60.0)
+#: Removed persons whose last ``seq`` the engine remembers (so a re-added id never reuses one).
+MAX_RETIRED_IDS = 100_000
+_EPOCH_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class SimulationState(str, Enum):
@@ -89,6 +94,12 @@ class Engine:
         Mean rate (episodes per hour and person) of spontaneous stress episodes; 0 disables.
     epoch_s
         Wall-clock epoch seconds that simulation time 0 maps to (``timestamp``/``ts`` fields).
+    epoch
+        Id of this run's ``seq`` numbering (not a time): every person's ``seq`` increases
+        strictly within one epoch and is never reused, also when a removed person id is added
+        again. A consumer that sees the epoch change knows that ``seq`` values of the old and
+        new epoch are unrelated (the server was restarted). ``None`` draws a random one;
+        1 to 64 characters from ``A-Z a-z 0-9 . _ -``.
 
     Examples
     --------
@@ -107,7 +118,15 @@ class Engine:
         *,
         spontaneous_stress_per_h: float = 0.0,
         epoch_s: float = 0.0,
+        epoch: str | None = None,
     ) -> None:
+        if epoch is None:
+            epoch = secrets.token_hex(8)
+        if not isinstance(epoch, str) or not _EPOCH_PATTERN.fullmatch(epoch):
+            raise ValueError(
+                f"epoch must be 1 to 64 characters from A-Z a-z 0-9 . _ -, got {epoch!r}"
+            )
+        self.epoch = epoch
         self.tick_hz = _check_range("tick_hz", tick_hz, MIN_TICK_HZ, MAX_TICK_HZ)
         self.spontaneous_stress_per_h = _check_range(
             "spontaneous_stress_per_h", spontaneous_stress_per_h, 0.0, MAX_SPONTANEOUS_PER_H
@@ -130,6 +149,10 @@ class Engine:
         self._persons: dict[str, _Person] = {p.person_id: _Person(p) for p in persons}
         self._latest: dict[str, dict[str, Any]] = {}
         self._next_id = len(ids)
+        # Last seq of removed person ids; ids forgotten beyond MAX_RETIRED_IDS restart above
+        # the largest forgotten seq, so no (person, seq) pair of this epoch is ever reused.
+        self._retired_seq: dict[str, int] = {}
+        self._forgotten_seq = 0
         self._reset_physiology()
 
     # ----- persons -----------------------------------------------------------------------------
@@ -156,7 +179,8 @@ class Engine:
             raise ValueError(f"profile must be a PersonProfile, got {type(profile).__name__}")
         if profile.person_id in self._persons:
             raise ValueError(f"person_id {profile.person_id!r} already exists")
-        self._persons[profile.person_id] = _Person(profile)
+        seq = self._retired_seq.pop(profile.person_id, self._forgotten_seq)
+        self._persons[profile.person_id] = _Person(profile, seq=seq)
         new_state, new_recent = self._warm_up([profile])
         self._beats = BeatState.concat([self._beats, new_state])
         self._recent = self._recent.merged(new_recent.shifted(len(self._persons) - 1))
@@ -170,7 +194,7 @@ class Engine:
             raise ValueError(f"person {person!r} is the last one and cannot be removed")
         index = self.person_ids.index(person)
         keep = np.arange(len(self._persons)) != index
-        del self._persons[person]
+        self._retire(person, self._persons.pop(person).seq)
         self._latest.pop(person, None)
         self._beats = self._beats.take(keep)
         self._recent = self._recent.without(index)
@@ -301,6 +325,13 @@ class Engine:
         return self._latest.get(self._resolve(person))
 
     # ----- internals ---------------------------------------------------------------------------
+    def _retire(self, person: str, seq: int) -> None:
+        retired = self._retired_seq
+        retired[person] = seq
+        while len(retired) > MAX_RETIRED_IDS:
+            oldest = next(iter(retired))
+            self._forgotten_seq = max(self._forgotten_seq, retired.pop(oldest))
+
     def _resolve(self, person: str | None) -> str:
         if person is None:
             return self.default_person

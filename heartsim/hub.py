@@ -375,6 +375,21 @@ class ReplayInfo:
     latest_seq: int | None
 
 
+def resume_after(
+    since: int | None, client_epoch: str | None, epoch: str
+) -> tuple[int | None, bool]:
+    """Where a resuming reader continues: ``(since, restarted)``.
+
+    ``client_epoch`` is the epoch the reader's ``since`` belongs to (``None``: not given, the
+    reader trusts ``since``). When it differs from ``epoch`` the server was restarted and the
+    reader's ``seq`` means nothing here: it continues after seq 0 (the oldest buffered message
+    of this epoch) and is told so, instead of having two runs spliced at ``since``.
+    """
+    if client_epoch is None or client_epoch == epoch:
+        return since, False
+    return 0, True
+
+
 class Hub:
     """Fan-out, history and accounting of the message stream.
 

@@ -31,6 +31,8 @@ SCHEMA_VERSION = "1.0"
 MAX_HISTORY_LIMIT = 10_000
 #: Most characters of a person id (ids appear in URLs and log lines).
 MAX_PERSON_ID_LENGTH = 64
+#: Longest ``epoch`` (the id of a run's seq numbering; see :attr:`heartsim.engine.Engine.epoch`).
+MAX_EPOCH_LENGTH = 64
 PERSON_ID_PATTERN = r"^[A-Za-z0-9_.\-]+$"
 #: Most RR intervals one ``POST /predict`` takes (over 30 min at 300 bpm; the default model
 #: reads the last ~11 min).
@@ -125,6 +127,15 @@ class ConnectedMessage(_Message):
     replayed: int = Field(default=0, description="Buffered messages replayed before live ones")
     missed: int = Field(
         default=0, description="Messages after ?since= no longer in the buffer (a gap)"
+    )
+    epoch: str = Field(
+        description="Id of this run's seq numbering: seq values of different epochs are "
+        "unrelated (the server was restarted). Send it back as ?epoch= when resuming."
+    )
+    restarted: bool = Field(
+        default=False,
+        description="The ?epoch= sent is not this run's: ?since= was ignored and the replay "
+        "starts at the oldest buffered message of this epoch",
     )
 
 
@@ -380,6 +391,12 @@ class HistoryPage(BaseModel):
     latest_seq: int | None = Field(description="Newest seq in the buffer")
     missed: int = Field(description="Messages after ?since= no longer buffered (a gap)")
     more: bool = Field(description="More messages follow (ask again with since=last seq)")
+    epoch: str = Field(description="Id of this run's seq numbering (see the connected message)")
+    restarted: bool = Field(
+        default=False,
+        description="The ?epoch= sent is not this run's: ?since= was ignored (read from the "
+        "oldest buffered message)",
+    )
     messages: list[HeartbeatMessage]
 
 

@@ -20,7 +20,13 @@ from api import conftest as api_conftest
 from api.conftest import ServerFactory, wait_until
 
 from heartsim import client as client_module
-from heartsim.client import HEARTBEAT_COLUMNS, Client, HeartsimError, messages_to_frame
+from heartsim.client import (
+    HEARTBEAT_COLUMNS,
+    Client,
+    HeartsimError,
+    StreamRestartedError,
+    messages_to_frame,
+)
 from heartsim.server import HeartsimServer
 
 # The real-server fixtures of the API tests (tests/api/conftest.py), shared rather than copied.
@@ -269,6 +275,71 @@ async def test_stream_resumes_after_a_server_side_drop_without_gap_or_duplicate(
     resumed = re.search(r"resumed after seq \d+ \((\d+) replayed\)", caplog.text)
     assert resumed is not None, caplog.text
     assert int(resumed.group(1)) >= 1  # the gap was filled by the server's replay
+
+
+async def restart_on_the_same_port(
+    make_server: ServerFactory, old: HeartsimServer, past_seq: int
+) -> HeartsimServer:
+    """Stop ``old`` and start a new server (a new run, same seed) on its port, running until
+    its own seq passes ``past_seq``: what `kill` + `heartsim serve` again looks like."""
+    port = old.port
+    await old.stop()
+    new = await make_server(port=port, tick_hz=FAST_HZ, autostart=True)
+    await wait_until(lambda: (new.hub.latest("p0") or _NoMessage).seq > past_seq + 5)
+    return new
+
+
+class _NoMessage:
+    seq = 0
+
+
+async def test_a_restarted_server_is_marked_in_the_stream_never_spliced(
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = await make_server(tick_hz=FAST_HZ, autostart=True)
+    client = Client(old.url, reconnect_backoff_s=0.05)
+    received: list[dict[str, Any]] = []
+    async with contextlib.aclosing(client.stream()) as stream:
+        async for message in stream:
+            received.append(message)
+            if len(received) == 10:
+                new = await restart_on_the_same_port(make_server, old, message["seq"])
+            if len(received) == 40:
+                break
+    await client.aclose()
+    kinds = [m["type"] for m in received]
+    cut = kinds.index("restart")
+    assert kinds.count("restart") == 1
+    marker, before, after = received[cut], received[:cut], received[cut + 1 :]
+    assert consecutive([m["seq"] for m in before])
+    assert marker["previous_epoch"] == old.engine.epoch and marker["epoch"] == new.engine.epoch
+    assert marker["previous_seq"] == before[-1]["seq"] and marker["person_id"] == "p0"
+    # The new run from its first message on, not from the old run's seq.
+    assert [m["seq"] for m in after] == list(range(1, len(after) + 1))
+    assert "the server restarted" in caplog.text
+
+
+async def test_a_restart_raises_when_asked(make_server: ServerFactory) -> None:
+    old = await make_server(tick_hz=FAST_HZ, autostart=True)
+    client = Client(old.url, reconnect_backoff_s=0.05)
+    seen: list[int] = []
+    with pytest.raises(StreamRestartedError) as info:
+        async for message in client.stream(on_restart="raise"):
+            seen.append(message["seq"])
+            if len(seen) == 5:
+                new = await restart_on_the_same_port(make_server, old, message["seq"])
+    await client.aclose()
+    error = info.value
+    assert (error.previous_epoch, error.epoch) == (old.engine.epoch, new.engine.epoch)
+    assert error.previous_seq == seen[-1] and consecutive(seen)
+    assert f"stream(since=0, epoch={new.engine.epoch!r})" in str(error)
+    # Saved (epoch, seq) pairs resume later, and are checked against the run too.
+    resumed = Client(new.url)
+    first = await anext(resumed.stream(since=3, epoch=new.engine.epoch))
+    assert first["seq"] == 4
+    with pytest.raises(StreamRestartedError):
+        await anext(resumed.stream(since=3, epoch=old.engine.epoch, on_restart="raise"))
+    await resumed.aclose()
 
 
 async def test_stream_gives_up_after_the_bounded_reconnections(make_server: ServerFactory) -> None:

@@ -209,3 +209,42 @@ def test_timestamps_follow_the_epoch():
     assert sample["ts"] == 1_700_000_000.5
     assert sample["timestamp"] == "2023-11-14T22:13:20.500000Z"
     assert math.isfinite(sample["variability"])
+
+
+def test_epoch_names_the_run_and_is_validated():
+    first, second = Engine(seed=1), Engine(seed=1)
+    assert first.epoch != second.epoch  # same seed, different runs: different seq numberings
+    assert len(first.epoch) == 16
+    assert Engine(epoch="lab-2026.1").epoch == "lab-2026.1"
+    for bad in ("", "x" * 65, "a b", "é", 12):
+        with pytest.raises(ValueError, match="epoch must be"):
+            Engine(epoch=bad)
+
+
+def test_a_re_added_person_id_continues_its_seq_instead_of_reusing_it():
+    engine = Engine(persons=2, seed=3)
+    engine.start()
+    run(engine, 3)  # seq 1..6 for both
+    engine.remove_person("p1")
+    run(engine, 1)
+    engine.add_person(PersonProfile(person_id="p1"))
+    seqs = [s["seq"] for s in run(engine, 1) if s["person_id"] == "p1"]
+    assert seqs == [7, 8]
+
+
+def test_ids_beyond_the_retired_memory_restart_above_every_forgotten_seq(monkeypatch):
+    monkeypatch.setattr("heartsim.engine.MAX_RETIRED_IDS", 2)
+    engine = Engine(persons=1, seed=3)
+    engine.start()
+    for name, ticks in (("a", 5), ("b", 1), ("c", 1), ("d", 1)):
+        engine.add_person(PersonProfile(person_id=name))
+        run(engine, ticks * 0.5)
+        engine.remove_person(name)
+    # "a" (seq 5) was forgotten when "c" retired, so every id new from then on ("d") and "a"
+    # itself start above 5; "d" (seq 6) is still remembered.
+    engine.add_person(PersonProfile(person_id="a"))
+    engine.add_person(PersonProfile(person_id="d"))
+    seqs = {s["person_id"]: s["seq"] for s in engine.advance(0.5)}
+    assert seqs["a"] == 6 and seqs["d"] == 7
+    engine.add_person(PersonProfile(person_id="new"))
+    assert {s["person_id"]: s["seq"] for s in engine.advance(0.5)}["new"] == 6

@@ -64,6 +64,7 @@ from heartsim.hub import (
     Message,
     QueueSubscriber,
     Subscriber,
+    resume_after,
 )
 from heartsim.schema import RANGES, SCHEMA_VERSION
 
@@ -282,6 +283,7 @@ async def _serve(websocket: WebSocket, ctx: AppContext) -> None:
 
     # From here to subscribe() nothing awaits: the connected message, the replay and the live
     # stream reach the client in this order, with no message missed or repeated in between.
+    since, restarted = resume_after(since, websocket.query_params.get("epoch"), ctx.engine.epoch)
     preview = ctx.hub.replay_info(person, since)
     connected = {
         "type": "connected",
@@ -295,6 +297,8 @@ async def _serve(websocket: WebSocket, ctx: AppContext) -> None:
         "since": since,
         "replayed": preview.replayed,
         "missed": preview.missed,
+        "epoch": ctx.engine.epoch,
+        "restarted": restarted,
     }
     sink.send_control(_control(connected))
     ctx.hub.subscribe(sink, since=since)

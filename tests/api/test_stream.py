@@ -192,3 +192,41 @@ async def test_server_stop_closes_streams_with_going_away(make_server: ServerFac
             for _ in range(1000):
                 await asyncio.wait_for(ws.recv(), 3)
     assert closed.value.rcvd.code in (1001, 1012)
+
+
+async def test_resuming_with_another_runs_epoch_replays_this_run_instead_of_splicing(
+    make_server: ServerFactory, client: httpx.AsyncClient
+) -> None:
+    server = await make_server(autostart=True)
+    async with websockets.connect(server.ws_url) as ws:
+        hello = await recv_json(ws)
+        assert hello["epoch"] == server.engine.epoch and hello["restarted"] is False
+    await wait_until(lambda: (server.hub.latest("p0") or _NONE).seq >= 12)
+    # Same epoch: an ordinary resume.
+    url = f"{server.ws_url}?since=10&epoch={server.engine.epoch}"
+    async with websockets.connect(url) as ws:
+        hello = await recv_json(ws)
+        assert hello["restarted"] is False and hello["since"] == 10
+        assert (await heartbeats(ws, 1))[0]["seq"] == 11
+    # A seq from another run (the server restarted): not spliced at 10, replayed from the start.
+    async with websockets.connect(f"{server.ws_url}?since=10&epoch=an-old-run") as ws:
+        hello = await recv_json(ws)
+        assert hello["restarted"] is True and hello["since"] == 0
+        assert hello["epoch"] == server.engine.epoch
+        assert (await heartbeats(ws, 1))[0]["seq"] == 1
+
+
+async def test_history_carries_the_epoch_and_notices_a_restart(make_server: ServerFactory) -> None:
+    server = await make_server(autostart=True)
+    await wait_until(lambda: (server.hub.latest("p0") or _NONE).seq >= 6)
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        page = (await http.get("/heartbeat/history", params={"since": 4})).json()
+        assert page["epoch"] == server.engine.epoch and page["restarted"] is False
+        assert page["messages"][0]["seq"] == 5
+        mine = {"since": 4, "epoch": server.engine.epoch}
+        assert (await http.get("/heartbeat/history", params=mine)).json()["restarted"] is False
+        stale = {"since": 4, "epoch": "an-old-run"}
+        page = (await http.get("/heartbeat/history", params=stale)).json()
+        assert page["restarted"] is True and page["messages"][0]["seq"] == 1
+        too_long = {"since": 4, "epoch": "x" * 65}
+        assert (await http.get("/heartbeat/history", params=too_long)).status_code == 422

@@ -9,7 +9,9 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from heartsim.api.context import Ctx, PersonParam, read_guard
 from heartsim.api.errors import ApiError, error_responses
+from heartsim.hub import resume_after
 from heartsim.schema import (
+    MAX_EPOCH_LENGTH,
     MAX_HISTORY_LIMIT,
     RANGES,
     SCHEMA_VERSION,
@@ -74,6 +76,14 @@ def history(
             description="Most messages returned",
         ),
     ] = 100,
+    epoch: Annotated[
+        str | None,
+        Query(
+            max_length=MAX_EPOCH_LENGTH,
+            description="The epoch ``since`` belongs to; if it is not this run's (the server "
+            "restarted), ``since`` is ignored and reading starts at the oldest buffered message",
+        ),
+    ] = None,
 ) -> Response:
     """Buffered messages of one person (the last 10 minutes by default), oldest first.
 
@@ -81,6 +91,7 @@ def history(
     seq received, while ``more`` is true); ``missed`` counts those no longer buffered.
     Without: the newest ``limit`` messages.
     """
+    since, restarted = resume_after(since, epoch, ctx.engine.epoch)
     buffer = ctx.hub.history(person)
     messages = buffer.after(since, limit) if buffer is not None else []
     info = ctx.hub.replay_info(person, since)
@@ -95,6 +106,8 @@ def history(
         "latest_seq": info.latest_seq,
         "missed": info.missed,
         "more": more,
+        "epoch": ctx.engine.epoch,
+        "restarted": restarted,
     }
     # The messages are already JSON: splice them in rather than decoding and re-encoding.
     body = orjson.dumps(head)[:-1] + b',"messages":[' + b",".join(m.payload for m in messages)
@@ -104,12 +117,16 @@ def history(
 _WS_DOC = f"""Upgrade this URL to a WebSocket for the live stream (a plain GET answers 426).
 
 **Query parameters**: `person` (person id, default person if omitted), `since` (replay the
-buffered messages with seq > since, then go live, with no gap and no duplicate), `token` (when
+buffered messages with seq > since, then go live, with no gap and no duplicate), `epoch` (the
+`epoch` of the connected message that `since` came from: if the server has restarted since,
+its seq numbering is new, so `since` is ignored, the replay starts at the oldest buffered
+message of the new run and the connected message says `"restarted": true`), `token` (when
 the server requires one; or the `Authorization: Bearer` header).
 
 **Server to client** (JSON text, schema version {SCHEMA_VERSION}, see GET /schema/messages):
 first `{{"type": "connected", "message": "Connected to heartbeat stream", "state", "base_bpm",
-"person_id", "schema_version", "tick_hz", "latest_seq", "since", "replayed", "missed"}}`, then
+"person_id", "schema_version", "tick_hz", "latest_seq", "since", "replayed", "missed", "epoch",
+"restarted"}}`, then
 one `{{"type": "heartbeat", ...}}` per tick (2 Hz by default); `{{"type": "pong"}}` answers a
 text `ping`.
 

@@ -129,6 +129,7 @@ function showBaseline(bpm, { fillInput = false } = {}) {
 
 // ----- stream lifecycle -----------------------------------------------------------------------
 function connected(message) {
+  if (message.restarted) chart.clear(); // the old run's line must not run into the new one
   showSimState(message.state);
   showBaseline(message.base_bpm, { fillInput: stream.lastSeq === null });
   selectPerson(message.person_id);

@@ -20,6 +20,7 @@ export class HeartbeatStream {
     this.handlers = { onStatus, onConnected, onHeartbeat, onNotice };
     this.person = null; // null: the server's default person (until `connected` names it)
     this.lastSeq = null;
+    this.epoch = null; // the server run lastSeq belongs to (sent back so a restart is noticed)
     this.ws = null;
     this.attempt = 0;
     this.retryTimer = null;
@@ -33,6 +34,7 @@ export class HeartbeatStream {
     this.shutdown();
     this.person = person || null;
     this.lastSeq = null;
+    this.epoch = null;
     this.attempt = 0;
     this.connect();
   }
@@ -63,7 +65,8 @@ export class HeartbeatStream {
   }
 
   connect() {
-    const query = { person: this.person, since: this.lastSeq };
+    const resuming = this.lastSeq !== null;
+    const query = { person: this.person, since: this.lastSeq, epoch: resuming ? this.epoch : null };
     const url = this.api.streamUrl(query);
     this.emitStatus(this.attempt === 0 ? "connecting" : "reconnecting", "opening stream…");
     const ws = new WebSocket(url);
@@ -84,6 +87,12 @@ export class HeartbeatStream {
     if (message.type === "connected") {
       this.attempt = 0;
       this.person = message.person_id ?? this.person;
+      if (message.restarted) {
+        // A new run numbers seq afresh: never splice it onto the old one.
+        this.notice("The server restarted: showing its new run", "info");
+        this.lastSeq = message.since;
+      }
+      this.epoch = message.epoch ?? null;
       this.startPinging();
       this.emitStatus("live", message.replayed > 0 ? `caught up ${message.replayed}` : "");
       this.handlers.onConnected(message);
