@@ -56,7 +56,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterat
 from collections.abc import Sequence as SequenceABC
 from types import TracebackType
 from typing import Any, Literal, TypeVar, cast
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import httpx
 import pandas as pd
@@ -264,6 +264,13 @@ def _person(value: object, name: str = "person") -> str | None:
     return value
 
 
+def _person_id(value: object) -> str:
+    """A person id for a URL path: a non-empty string, percent-encoded."""
+    if value is None:
+        raise ValueError("person_id must be a non-empty person id (str), got None")
+    return quote(cast(str, _person(value, "person_id")), safe="")
+
+
 def _persons(value: object) -> list[str | None]:
     if value is None or isinstance(value, str):
         return [_person(value)]
@@ -428,11 +435,17 @@ class Client:
         return http
 
     async def _request(
-        self, method: str, path: str, params: Mapping[str, object] | None = None
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, object] | None = None,
+        *,
+        body: Mapping[str, object] | None = None,
+        text: bool = False,
     ) -> Any:
         query = {k: v for k, v in (params or {}).items() if v is not None}
         try:
-            response = await self._http().request(method, path, params=query)
+            response = await self._http().request(method, path, params=query, json=body)
         except httpx.TimeoutException as exc:
             raise HeartsimError(
                 f"no answer from {self.url} within {self.timeout_s:g} s ({type(exc).__name__})",
@@ -445,7 +458,7 @@ class Client:
             ) from exc
         if response.is_error:
             raise HeartsimError.from_response(response)
-        return response.json()
+        return response.text if text else response.json()
 
     async def _release_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         http = self._https.pop(loop, None)
@@ -531,6 +544,71 @@ class Client:
         """
         return await self._request("POST", "/simulation/stop")
 
+    async def pause(self) -> dict[str, Any]:
+        """Freeze simulated time without resetting anyone: ``POST /simulation/pause``.
+
+        Returns
+        -------
+        dict
+            ``{"message": ..., "state": "paused"}``; pausing a paused or stopped simulation
+            changes nothing (the message says so).
+        """
+        return await self._request("POST", "/simulation/pause")
+
+    async def resume(self) -> dict[str, Any]:
+        """Continue a paused simulation: ``POST /simulation/resume`` (idempotent like pause).
+
+        Returns
+        -------
+        dict
+            ``{"message": ..., "state": ...}``.
+        """
+        return await self._request("POST", "/simulation/resume")
+
+    async def config(self) -> dict[str, Any]:
+        """The simulation parameters: ``GET /simulation/config``.
+
+        Returns
+        -------
+        dict
+            ``tick_hz`` (messages per second and person, Hz), ``spontaneous_stress_per_h``
+            (episodes per hour and person), ``clock``, ``state``, ``persons``,
+            ``default_person``.
+        """
+        return await self._request("GET", "/simulation/config")
+
+    async def configure(
+        self, tick_hz: float | None = None, spontaneous_stress_per_h: float | None = None
+    ) -> dict[str, Any]:
+        """Change simulation parameters: ``POST /simulation/config`` (``None``: unchanged).
+
+        Parameters
+        ----------
+        tick_hz
+            Messages per second and person, Hz.
+        spontaneous_stress_per_h
+            Mean spontaneous stress episodes per hour and person (0 disables).
+
+        Returns
+        -------
+        dict
+            The parameters after the change, as :meth:`config`.
+
+        Raises
+        ------
+        ValueError
+            A value is not a finite number.
+        HeartsimError
+            422 naming the parameter and its range (nothing changes).
+        """
+        params = {
+            "tick_hz": _optional_number("tick_hz", tick_hz),
+            "spontaneous_stress_per_h": _optional_number(
+                "spontaneous_stress_per_h", spontaneous_stress_per_h
+            ),
+        }
+        return await self._request("POST", "/simulation/config", params)
+
     async def trigger_stress(
         self, level: float, duration_s: float | None = None, person: str | None = None
     ) -> dict[str, Any]:
@@ -600,6 +678,100 @@ class Client:
             ``default_person`` (id) and ``persons`` (a list of profiles, default first).
         """
         return await self._request("GET", "/persons")
+
+    async def person(self, person_id: str) -> dict[str, Any]:
+        """One person's profile: ``GET /persons/{person_id}`` (404 if unknown)."""
+        return await self._request("GET", f"/persons/{_person_id(person_id)}")
+
+    async def add_person(self, person_id: str | None = None, **profile: float) -> dict[str, Any]:
+        """Add a person: ``POST /persons``; simulated from now on.
+
+        Parameters
+        ----------
+        person_id
+            Its id; ``None``: the server picks a fresh ``pN``.
+        **profile
+            Profile fields with units in their names (``resting_hr_bpm=64``,
+            ``hr_reactivity_bpm=30``, ...; see GET /persons). None at all draws a random
+            realistic person.
+
+        Returns
+        -------
+        dict
+            ``message``, ``person_id`` and ``person`` (the full profile).
+
+        Raises
+        ------
+        HeartsimError
+            409 if the id exists or the server's person limit is reached; 422 naming a field
+            and its range.
+        """
+        body: dict[str, object] = dict(profile)
+        if person_id is not None:
+            body["person_id"] = _person_id(person_id)
+        return await self._request("POST", "/persons", body=body)
+
+    async def update_person(self, person_id: str, **profile: float) -> dict[str, Any]:
+        """Change profile fields of a live person: ``PATCH /persons/{person_id}``.
+
+        The fields are validated together; on a 422 (naming the field) nothing changes.
+        Returns the whole profile after the change.
+        """
+        return await self._request("PATCH", f"/persons/{_person_id(person_id)}", body=dict(profile))
+
+    async def remove_person(self, person_id: str) -> dict[str, Any]:
+        """Remove a person: ``DELETE /persons/{person_id}``; its streams end (close 1000).
+
+        Raises
+        ------
+        HeartsimError
+            404 if unknown; 409 for the last person (a server always has one).
+        """
+        return await self._request("DELETE", f"/persons/{_person_id(person_id)}")
+
+    async def predict(
+        self,
+        rr_ms: SequenceABC[float] | None = None,
+        features: Mapping[str, float] | None = None,
+    ) -> dict[str, Any]:
+        """Score RR intervals or a feature row with the server's model: ``POST /predict``.
+
+        Parameters
+        ----------
+        rr_ms
+            One person's consecutive RR intervals, ms, oldest first, ending now.
+        features
+            Or one feature row (the names of GET /health's ``model.features``).
+
+        Returns
+        -------
+        dict
+            ``prediction`` (``"stress"`` or ``"rest"``), ``confidence``, ``stress_score``, ...
+
+        Raises
+        ------
+        ValueError
+            Neither or both of ``rr_ms`` and ``features`` given.
+        HeartsimError
+            409 when no model is attached; 422 naming the field; 413 when the request is
+            too large.
+        """
+        if (rr_ms is None) == (features is None):
+            raise ValueError("predict needs exactly one of rr_ms or features")
+        body: dict[str, object] = (
+            {"rr_ms": [float(rr) for rr in rr_ms]}
+            if rr_ms is not None
+            else {"features": dict(features or {})}
+        )
+        return await self._request("POST", "/predict", body=body)
+
+    async def message_schema(self) -> dict[str, Any]:
+        """The JSON Schema of the stream's messages: ``GET /schema/messages``."""
+        return await self._request("GET", "/schema/messages")
+
+    async def metrics(self) -> str:
+        """Counters and timings in the Prometheus text format: ``GET /metrics``."""
+        return await self._request("GET", "/metrics", text=True)
 
     async def history(
         self, since: int | None = None, limit: int | None = None, person: str | None = None
@@ -1186,6 +1358,24 @@ class SyncClient:
         """Blocking :meth:`Client.stop`."""
         return self._call(self._client.stop)
 
+    def pause(self) -> dict[str, Any]:
+        """Blocking :meth:`Client.pause`."""
+        return self._call(self._client.pause)
+
+    def resume(self) -> dict[str, Any]:
+        """Blocking :meth:`Client.resume`."""
+        return self._call(self._client.resume)
+
+    def config(self) -> dict[str, Any]:
+        """Blocking :meth:`Client.config`."""
+        return self._call(self._client.config)
+
+    def configure(
+        self, tick_hz: float | None = None, spontaneous_stress_per_h: float | None = None
+    ) -> dict[str, Any]:
+        """Blocking :meth:`Client.configure` (``tick_hz`` in Hz, episodes per hour)."""
+        return self._call(self._client.configure, tick_hz, spontaneous_stress_per_h)
+
     def trigger_stress(
         self, level: float, duration_s: float | None = None, person: str | None = None
     ) -> dict[str, Any]:
@@ -1199,6 +1389,38 @@ class SyncClient:
     def persons(self) -> dict[str, Any]:
         """Blocking :meth:`Client.persons`."""
         return self._call(self._client.persons)
+
+    def person(self, person_id: str) -> dict[str, Any]:
+        """Blocking :meth:`Client.person`."""
+        return self._call(self._client.person, person_id)
+
+    def add_person(self, person_id: str | None = None, **profile: float) -> dict[str, Any]:
+        """Blocking :meth:`Client.add_person`."""
+        return self._call(self._client.add_person, person_id, **profile)
+
+    def update_person(self, person_id: str, **profile: float) -> dict[str, Any]:
+        """Blocking :meth:`Client.update_person`."""
+        return self._call(self._client.update_person, person_id, **profile)
+
+    def remove_person(self, person_id: str) -> dict[str, Any]:
+        """Blocking :meth:`Client.remove_person`."""
+        return self._call(self._client.remove_person, person_id)
+
+    def predict(
+        self,
+        rr_ms: SequenceABC[float] | None = None,
+        features: Mapping[str, float] | None = None,
+    ) -> dict[str, Any]:
+        """Blocking :meth:`Client.predict` (``rr_ms`` in ms)."""
+        return self._call(self._client.predict, rr_ms, features)
+
+    def message_schema(self) -> dict[str, Any]:
+        """Blocking :meth:`Client.message_schema`."""
+        return self._call(self._client.message_schema)
+
+    def metrics(self) -> str:
+        """Blocking :meth:`Client.metrics`."""
+        return self._call(self._client.metrics)
 
     def history(
         self, since: int | None = None, limit: int | None = None, person: str | None = None

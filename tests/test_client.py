@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import doctest
 import gc
+import inspect
 import json
 import logging
 import re
@@ -505,3 +506,96 @@ async def test_sync_twins_in_a_plain_script(server: HeartsimServer) -> None:
 def test_docstring_examples_run() -> None:
     result = doctest.testmod(client_module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted >= 10
+
+
+# ----- parity with the API -----------------------------------------------------------------------
+#: Every API operation and the Client method that calls it (and its blocking twin).
+CLIENT_METHODS = {
+    ("GET", "/health"): "health",
+    ("GET", "/metrics"): "metrics",
+    ("GET", "/schema/messages"): "message_schema",
+    ("POST", "/simulation/start"): "start",
+    ("POST", "/simulation/stop"): "stop",
+    ("POST", "/simulation/pause"): "pause",
+    ("POST", "/simulation/resume"): "resume",
+    ("POST", "/simulation/trigger-stress"): "trigger_stress",
+    ("POST", "/simulation/set-baseline"): "set_baseline",
+    ("GET", "/simulation/config"): "config",
+    ("POST", "/simulation/config"): "configure",
+    ("GET", "/heartbeat/current"): "current",
+    ("GET", "/heartbeat/history"): "history",
+    ("GET", "/ws/heartbeat"): "stream",  # the route documents the WebSocket that stream() opens
+    ("GET", "/persons"): "persons",
+    ("POST", "/persons"): "add_person",
+    ("GET", "/persons/{person_id}"): "person",
+    ("PATCH", "/persons/{person_id}"): "update_person",
+    ("DELETE", "/persons/{person_id}"): "remove_person",
+    ("POST", "/predict"): "predict",
+}
+#: Operations a client has no use for, and why.
+NOT_FOR_CLIENTS = {
+    ("GET", "/"): "the dashboard page, for browsers",
+    ("GET", "/docs"): "the API documentation page, for browsers",
+    ("GET", "/redoc"): "the API documentation page, for browsers",
+}
+
+
+def test_every_api_operation_has_a_client_method_and_a_blocking_twin() -> None:
+    from heartsim.api import create_app
+
+    document = create_app().openapi()
+    operations = {
+        (method.upper(), path) for path, item in document["paths"].items() for method in item
+    }
+    assert operations - set(NOT_FOR_CLIENTS) == set(CLIENT_METHODS), (
+        "a route without a Client method (or a method whose route is gone): "
+        f"{sorted(operations ^ set(CLIENT_METHODS) - set(NOT_FOR_CLIENTS))}"
+    )
+    for name in CLIENT_METHODS.values():
+        method, twin = getattr(Client, name), getattr(client_module.SyncClient, name)
+        assert inspect.signature(method).parameters.keys() == (
+            inspect.signature(twin).parameters.keys()
+        ), name
+        assert twin.__doc__ and f"Client.{name}" in twin.__doc__, name
+
+
+async def test_pause_resume_config_and_person_methods_against_a_server(
+    make_server: ServerFactory,
+) -> None:
+    server = await make_server(persons=1)
+    async with Client(server.url) as client:
+        await client.start()
+        assert (await client.pause())["state"] == "paused"
+        assert (await client.resume())["state"] == "running"
+        config = await client.configure(tick_hz=10, spontaneous_stress_per_h=2)
+        assert config["tick_hz"] == 10 and config["spontaneous_stress_per_h"] == 2
+        assert await client.config() == config
+        with pytest.raises(HeartsimError) as info:
+            await client.configure(tick_hz=500)
+        assert info.value.status_code == 422 and info.value.field == "tick_hz"
+
+        added = await client.add_person("ann.1", resting_hr_bpm=58)
+        assert added["person_id"] == "ann.1" and added["person"]["resting_hr_bpm"] == 58
+        assert (await client.add_person())["person_id"] not in ("p0", "ann.1")
+        changed = await client.update_person("ann.1", resting_hr_bpm=61)
+        assert changed["resting_hr_bpm"] == 61 == (await client.person("ann.1"))["resting_hr_bpm"]
+        with pytest.raises(HeartsimError) as info:
+            await client.update_person("ann.1", resting_hr_bpm=500)
+        assert info.value.status_code == 422
+        assert (await client.person("ann.1"))["resting_hr_bpm"] == 61  # unchanged
+        assert (await client.remove_person("ann.1"))["person_id"] == "ann.1"
+        with pytest.raises(HeartsimError) as info:
+            await client.person("ann.1")
+        assert info.value.status_code == 404
+
+        schema = await client.message_schema()
+        assert "heartbeat" in json.dumps(schema)
+        assert "heartsim_messages_published_total" in await client.metrics()
+        with pytest.raises(ValueError, match="exactly one of rr_ms or features"):
+            await client.predict()
+        with pytest.raises(HeartsimError) as info:  # no model attached
+            await client.predict(rr_ms=[800.0] * 100)
+        assert info.value.status_code == 409 and "model" in info.value.message
+    for bad in (None, "", 3):
+        with pytest.raises(ValueError, match="person_id"):
+            await Client(server.url).person(bad)  # type: ignore[arg-type]
