@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from playwright.async_api import Browser, Locator, Page, WebSocket, expect
-from support import free_port
+from support import check_swagger_ui, free_port
 
 from heartsim.server import HeartsimServer
 
@@ -347,11 +347,14 @@ async def test_dashboard_through_jupyter_server_proxy(
 ) -> None:
     """The dashboard as JupyterHub users open it (``ServerHandle.dashboard_url``): under
     ``/proxy/PORT/`` of the Jupyter server, relayed by jupyter-server-proxy. The page, its REST
-    calls (POST included) and its WebSocket all go through the prefix, and nothing else."""
+    calls (POST included) and its WebSocket all go through the prefix, and nothing else. Its
+    "API documentation" link opens Swagger UI under the prefix, which lists every operation
+    and whose "Try it out" reaches the app through the prefix; ReDoc renders there too."""
     server = HeartsimServer(port=0, tick_hz=10)
     await server.start()
     prefix = f"{jupyterlab.url}/proxy/{server.port}/"
     requests: list[tuple[str, str]] = []
+    refused: list[str] = []  # never sent: the page's Content-Security-Policy forbade them
     sockets: list[str] = []
     heartbeats: list[dict[str, Any]] = []
 
@@ -362,6 +365,7 @@ async def test_dashboard_through_jupyter_server_proxy(
     try:
         page = await browser.new_page(viewport={"width": 1280, "height": 900})
         page.on("request", lambda r: requests.append((r.method, r.url)))
+        page.on("requestfailed", lambda r: refused.append(r.url) if r.failure == "csp" else None)
         page.on("websocket", watch)
         # The Jupyter token authenticates the first request; a cookie the rest.
         await page.goto(f"{prefix}?token={jupyterlab.token}", timeout=WAIT_MS)
@@ -373,6 +377,14 @@ async def test_dashboard_through_jupyter_server_proxy(
         await page.click("#trigger-stress")
         await expect(page.locator("#label")).to_have_text("stress")
         await page.screenshot(path=output_dir / "dashboard_via_proxy.png")
+
+        await page.get_by_role("link", name="API documentation").click()
+        await page.wait_for_url(f"{prefix}docs")
+        await check_swagger_ui(page, server.app.openapi())
+        await page.screenshot(path=output_dir / "docs_via_proxy.png")
+        await page.goto(f"{prefix}redoc/")  # redirected (relatively) to .../redoc
+        await expect(page.locator("h2", has_text="Start the simulation")).to_be_visible()
+        assert page.url == f"{prefix}redoc"
         await page.close()
     finally:
         await server.stop()
@@ -382,7 +394,10 @@ async def test_dashboard_through_jupyter_server_proxy(
     posts = [url for method, url in requests if method == "POST"]
     assert any("/simulation/start" in url for url in posts), posts
     assert any("/simulation/trigger-stress" in url for url in posts), posts
-    outside = [url for _, url in requests if not url.startswith(prefix)]
+    # In-page objects (ReDoc's search worker is a blob:) are no requests to anywhere; nor is
+    # what the browser refused to send (ReDoc's footer logo, from cdn.redoc.ly).
+    sent = [url for _, url in requests if url not in refused]
+    outside = [url for url in sent if not url.startswith((prefix, "blob:", "data:"))]
     assert outside == [], outside
     ws_prefix = "ws" + prefix.removeprefix("http")
     assert sockets and all(url.startswith(ws_prefix) for url in sockets), sockets

@@ -14,7 +14,7 @@ from heartsim._version import __version__
 from heartsim.api.context import AppContext, WebSocketSettings
 from heartsim.api.errors import install_error_handlers
 from heartsim.api.metrics import HeartsimCollector
-from heartsim.api.routes import heartbeat, meta, persons, predict, simulation
+from heartsim.api.routes import docs, heartbeat, meta, persons, predict, simulation
 from heartsim.api.routes.meta import STATIC_DIR
 from heartsim.api.security import RateLimit, RateLimiter, TokenAuth
 from heartsim.api.ws import TransportProbe
@@ -130,6 +130,11 @@ def create_app(
         version=__version__,
         description=_DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's pages load from a CDN; docs.install serves them offline
+        redoc_url=None,
+        # The API is where this document is (a relative server URL resolves against the
+        # document's own URL), so /docs' "Try it out" keeps a proxy's path prefix.
+        servers=[{"url": ".", "description": "This server (where this document was loaded)"}],
         openapi_tags=[
             {"name": "simulation", "description": "Start, stop, stress, baseline, parameters"},
             {"name": "heartbeat", "description": "Latest sample, history, the stream"},
@@ -143,6 +148,7 @@ def create_app(
     routers = (meta.router, simulation.router, heartbeat.router, persons.router, predict.router)
     for router in routers:
         app.include_router(router)
+    docs.install(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     if ctx.cors_origins:
         app.add_middleware(
