@@ -63,6 +63,9 @@ async def test_handshake_lines_and_debug_headers_are_redacted(
     assert '"WebSocket /ws/heartbeat?token=***" [accepted]' in text  # logged, redacted
     assert "Bearer ***" in text and "heartsim.token.***" in text  # the debug header lines
     assert token_subprotocol(SECRET).split(".")[-1] not in text
+    # A refused handshake is an INFO line, not uvicorn's spurious ERROR (Kludex/uvicorn#3138).
+    assert '"WebSocket /ws/heartbeat?token=***" 401' in text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_uvicorns_access_log_is_redacted(caplog: pytest.LogCaptureFixture) -> None:
