@@ -149,11 +149,12 @@ def check_token(token: str) -> str:
     """
     if not isinstance(token, str) or not token.strip():
         raise ValueError(
-            f"the token (--token / HEARTSIM_TOKEN) must not be empty or whitespace, got {token!r}"
+            f"the token (--token, $HEARTSIM_TOKEN, token=) must not be empty or whitespace, "
+            f"got {token!r}"
         )
     if token != token.strip():
         raise ValueError(
-            "the token (--token / HEARTSIM_TOKEN) must not start or end with whitespace"
+            "the token (--token, $HEARTSIM_TOKEN, token=) must not start or end with whitespace"
         )
     return token
 
@@ -314,12 +315,12 @@ class HostGuard:
         self.ctx = ctx
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket") and not self.ctx.allowed_hosts.allows(
-            Headers(scope=scope).get("host")
-        ):
-            self.ctx.hosts_refused += 1
-            await deny(scope, receive, send, bad_host(Headers(scope=scope).get("host")))
-            return
+        if scope["type"] in ("http", "websocket"):
+            host = Headers(scope=scope).get("host")
+            if not self.ctx.allowed_hosts.allows(host):
+                self.ctx.hosts_refused += 1
+                await deny(scope, receive, send, bad_host(host))
+                return
         await self.app(scope, receive, send)
 
 

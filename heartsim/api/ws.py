@@ -134,7 +134,6 @@ except ImportError:  # pragma: no cover - uvicorn or websockets missing
 
 #: Where the stream is served (by :class:`TransportProbe`).
 HEARTBEAT_PATH = "/ws/heartbeat"
-_PROTOCOL_KEY = WS_PROTOCOL_SCOPE_KEY
 CLOSE_MESSAGE_TOO_BIG = 1009
 #: What uvicorn's keepalive closes with when a client does not answer its ping in time.
 CLOSE_KEEPALIVE_TIMEOUT = 1011
@@ -163,7 +162,7 @@ class TransportProbe:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
-            scope[_PROTOCOL_KEY] = getattr(send, "__self__", None)
+            scope[WS_PROTOCOL_SCOPE_KEY] = getattr(send, "__self__", None)
             if _route_path(scope) == HEARTBEAT_PATH:
                 await heartbeat_socket(WebSocket(scope, receive, send))
                 return
@@ -178,7 +177,7 @@ def _route_path(scope: Scope) -> str:
 
 def _fast_transport(websocket: WebSocket) -> asyncio.Transport | None:
     """The transport frames can be written to directly, or ``None`` (use the fallback)."""
-    protocol = websocket.scope.get(_PROTOCOL_KEY)
+    protocol = websocket.scope.get(WS_PROTOCOL_SCOPE_KEY)
     if WebSocketsSansIOProtocol is None or not isinstance(protocol, WebSocketsSansIOProtocol):
         return None
     extensions = getattr(protocol.conn, "extensions", None)
@@ -435,7 +434,7 @@ async def _serve(websocket: WebSocket, ctx: AppContext, person: str, since: int 
 
 def _closed_by_keepalive(websocket: WebSocket) -> bool:
     """Whether the server's keepalive (uvicorn's, close 1011) ended this connection."""
-    conn = getattr(websocket.scope.get(_PROTOCOL_KEY), "conn", None)
+    conn = getattr(websocket.scope.get(WS_PROTOCOL_SCOPE_KEY), "conn", None)
     sent = getattr(conn, "close_sent", None)
     return getattr(sent, "code", None) == CLOSE_KEEPALIVE_TIMEOUT
 

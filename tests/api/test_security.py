@@ -22,6 +22,7 @@ from heartsim.api.security import (
     subprotocol_token,
     token_subprotocol,
 )
+from heartsim.api.ws import FrameSink
 from heartsim.options import add_serve_arguments
 from heartsim.server import HeartsimServer, served_hosts
 
@@ -268,6 +269,9 @@ async def test_forwarded_headers_count_when_the_proxy_is_trusted(
         headers = {"X-Forwarded-For": f"10.1.0.{i}"}
         async with websockets.connect(server.ws_url, additional_headers=headers) as ws:
             await recv_json(ws)
+            # uvicorn's proxy-headers layer keeps the server's send: the fast path still works.
+            (sink,) = server.hub._subscribers["p0"].values()
+            assert isinstance(sink, FrameSink)
 
 
 async def test_dns_rebinding_hosts_are_refused(make_server: ServerFactory) -> None:
