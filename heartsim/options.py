@@ -7,6 +7,7 @@ parser, and ``heartsim simulate`` runs, without importing the server stack.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 
 DEFAULT_HOST = "127.0.0.1"
@@ -15,6 +16,28 @@ DEFAULT_PORT = 8001
 #: ``DEFAULT_WS_CONNECT_LIMIT``, repeated here to keep the server stack out of the parser).
 DEFAULT_WS_CONNECTS_PER_S = 20.0
 DEFAULT_WS_CONNECT_BURST = 200
+
+
+def _per_s(text: str) -> float:
+    """A rate >= 0 (0: unlimited)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0 (0: unlimited), got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    """A whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
 
 
 def _token(text: str) -> str:
@@ -92,14 +115,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--ws-connects-per-s",
-        type=float,
+        type=_per_s,
         default=DEFAULT_WS_CONNECTS_PER_S,
         help="WebSocket handshakes allowed per second and client address, after a burst of "
         "--ws-connect-burst (default %(default)s; 0: unlimited)",
     )
     parser.add_argument(
         "--ws-connect-burst",
-        type=int,
+        type=_count,
         default=DEFAULT_WS_CONNECT_BURST,
         help="WebSocket handshakes a client address may make at once (default %(default)s)",
     )

@@ -233,6 +233,19 @@ def test_cli_defaults_match_the_library_defaults() -> None:
         DEFAULT_WS_CONNECT_LIMIT.burst,
     )
     assert args.forwarded_allow_ips is None and args.allowed_hosts == []
+    assert parse_serve("--ws-connects-per-s", "0").ws_connects_per_s == 0.0  # unlimited
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [("--ws-connects-per-s", "-1"), ("--ws-connects-per-s", "nan"), ("--ws-connect-burst", "0")],
+)
+def test_bad_handshake_limits_exit_2_naming_the_option(
+    argv: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_serve(*argv)
+    assert exited.value.code == 2 and f"argument {argv[0]}: must be" in capsys.readouterr().err
 
 
 # ----- forwarded headers, Host, Origin, handshake rate -------------------------------------------
