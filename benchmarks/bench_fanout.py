@@ -16,8 +16,10 @@ heartbeat message (~320 bytes, with ``seq`` and ``ts``):
 ``original``  the design heartsim replaced: FastAPI + uvicorn, a pydantic model per tick and a
               sequential ``await client.send_json(model.dict())`` per client (audit report);
 ``plain``     a bare ``websockets`` server: encode once, ``websockets.broadcast`` (the floor);
-``heartsim``  ``heartsim serve --port 0 --tick-hz HZ --start --max-clients BIG`` (the CLI as
-              shipped: uvicorn's websockets-sansio protocol, compression off, hub fan-out).
+``heartsim``  ``heartsim serve --port 0 --tick-hz HZ --start --max-clients BIG
+              --ws-connects-per-s 0`` (the CLI as shipped: uvicorn's websockets-sansio
+              protocol, compression off, hub fan-out; the per-address handshake limit is off,
+              since every load-generator client shares 127.0.0.1).
 
 Each run: start the server (own process), connect all clients from separate load-generator
 processes (``_fanout_load.py``: raw non-blocking sockets, hand-written handshake and frame
@@ -248,6 +250,7 @@ class ServerProcess:
         cap = ["--max-clients", str(self.scenario.clients * 2 + 100)]
         if self.kind == "heartsim":
             args = ["serve", "--port", "0", "--tick-hz", hz, "--start", "--seed", "1", *cap]
+            args += ["--ws-connects-per-s", "0"]  # all clients share one address
             if self.gc_log is None:
                 return [sys.executable, "-m", "heartsim.cli", *args]
         else:

@@ -100,6 +100,9 @@ _CLOSE_TIMEOUT_S = 2.0
 #: going away (server restart), abnormal closure (no close frame: the connection dropped),
 #: internal error, service restart, try again later (too many clients), bad gateway.
 _RETRIABLE_CLOSE_CODES = frozenset({1001, 1006, 1011, 1012, 1013, 1014})
+#: Handshake refusals that end by themselves: too many handshakes from this address (429), too
+#: many clients (503); retried after at least their ``Retry-After``.
+_RETRIABLE_STATUSES = frozenset({429, 503})
 
 _T = TypeVar("_T")
 _DONE = object()
@@ -871,17 +874,21 @@ class Client:
         ValueError
             At call time, for an invalid ``limit``, ``since`` or ``person``.
         HeartsimError
-            The first connection fails; the server refuses the stream (close 1008: wrong token,
-            unknown person), ends it (1000: the person was removed), or the connection drops
-            and ``reconnect_attempts`` reconnections fail in a row.
+            The first connection fails; the server refuses the handshake (HTTP 401 wrong
+            token, 403 foreign origin, 404 unknown person, 422 bad ``since``; the error carries
+            ``status_code`` and the server's message), ends the stream (1000: the person was
+            removed), or the connection drops and ``reconnect_attempts`` reconnections fail in
+            a row.
         StreamRestartedError
             With ``on_restart="raise"``, the server restarted (a subclass of HeartsimError).
 
         Notes
         -----
-        When the connection drops (no close frame, server restart 1001/1012, too many clients
-        1013, or the server closing a too-slow consumer), the stream reconnects after
-        ``reconnect_backoff_s`` (doubling) with ``?since=<last seq seen>``; the server replays
+        When the connection drops (no close frame, server restart 1001/1012, keepalive 1011,
+        the server closing a too-slow consumer 1008) or a handshake is refused for now (HTTP
+        503 too many clients, 429 too many handshakes: after at least their ``Retry-After``),
+        the stream reconnects after ``reconnect_backoff_s`` (doubling) with
+        ``?since=<last seq seen>``; the server replays
         what was missed, and any message already yielded is skipped, so the consumer sees no gap
         and no duplicate. Only messages older than the server's history buffer can be lost; that
         is logged as a warning. Reconnections send the run's ``epoch`` along, so a restarted
@@ -929,6 +936,7 @@ class Client:
         connected_once = False
         while True:
             url = self._stream_url(person, last_seq, epoch if last_seq is not None else None)
+            retry_after_s = 0.0
             try:
                 async with connect(
                     url,
@@ -1007,13 +1015,15 @@ class Client:
                 reason = exc.rcvd.reason if exc.rcvd is not None else "connection dropped"
             except InvalidStatus as exc:
                 status = exc.response.status_code
-                if status < 500 or not connected_once:
+                said = _refusal_text(exc.response.body)
+                if status not in _RETRIABLE_STATUSES and (status < 500 or not connected_once):
                     raise HeartsimError(
-                        f"the server refused the WebSocket handshake with HTTP {status}",
+                        f"the server refused the WebSocket handshake with HTTP {status}{said}",
                         status_code=status,
                         request=url,
                     ) from exc
-                code, reason = None, f"handshake answered HTTP {status}"
+                code, reason = None, f"handshake answered HTTP {status}{said}"
+                retry_after_s = _retry_after_s(exc.response.headers.get("Retry-After"))
             except (OSError, asyncio.TimeoutError, InvalidHandshake) as exc:
                 if not connected_once:
                     raise HeartsimError(
@@ -1037,7 +1047,7 @@ class Client:
                     close_code=code,
                     request=url,
                 )
-            delay = self._backoff_s(failures)
+            delay = max(self._backoff_s(failures), retry_after_s)
             logger.info(
                 "stream %s dropped (%s); reconnecting in %.2f s (attempt %d of %d)",
                 self.ws_url,
@@ -1162,6 +1172,23 @@ def _resume_point(hello: Mapping[str, Any], last_seq: int | None, *, reconnected
         return latest if latest is not None else 0
     # Messages after last_seq no longer buffered show up as a seq jump, logged by the reader.
     return last_seq
+
+
+def _refusal_text(body: bytes | None) -> str:
+    """``": <message>"`` from a refused handshake's JSON error body, or ``""``."""
+    try:
+        message = json.loads(body or b"").get("message")
+    except (ValueError, AttributeError):
+        return ""
+    return f": {str(message)[:300]}" if message else ""
+
+
+def _retry_after_s(value: str | None) -> float:
+    """Seconds of a ``Retry-After`` header (0 if absent or not a number of seconds)."""
+    try:
+        return min(max(float(value or 0), 0.0), 60.0)
+    except ValueError:
+        return 0.0
 
 
 def _retriable(code: int | None, reason: str) -> bool:

@@ -395,7 +395,7 @@ class ServerHandle:
             f"{status['messages_sent']} messages sent, {status['messages_dropped']} dropped",
         ]
         if self._settings.get("token") is not None:
-            lines.append("Token required: add <code>?token=...</code> to the dashboard link.")
+            lines.append("Token required: add <code>#token=...</code> to the dashboard link.")
         if status["error"] is not None:
             lines.append(f'<span style="color:#c62828">Error: {esc(status["error"])}</span>')
         body = "<br>".join(lines)

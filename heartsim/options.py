@@ -7,10 +7,48 @@ parser, and ``heartsim simulate`` runs, without importing the server stack.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8001
+#: Default WebSocket handshake limit per client address (heartsim.api's
+#: ``DEFAULT_WS_CONNECT_LIMIT``, repeated here to keep the server stack out of the parser).
+DEFAULT_WS_CONNECTS_PER_S = 20.0
+DEFAULT_WS_CONNECT_BURST = 200
+
+
+def _per_s(text: str) -> float:
+    """A rate >= 0 (0: unlimited)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0 (0: unlimited), got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    """A whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
+def _token(text: str) -> str:
+    """``--token``: refused when empty or blank (as ``TokenAuth`` does)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "the token must not be empty or whitespace (check --token and $HEARTSIM_TOKEN)"
+        )
+    if text != text.strip():
+        raise argparse.ArgumentTypeError("the token must not start or end with whitespace")
+    return text
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +71,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: fresh)")
     parser.add_argument(
         "--token",
-        default=os.environ.get("HEARTSIM_TOKEN"),
+        type=_token,
+        default=os.environ.get("HEARTSIM_TOKEN") or None,
         help="token required for control routes and the WebSocket (default: $HEARTSIM_TOKEN)",
     )
     parser.add_argument(
@@ -55,6 +94,37 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="ORIGIN",
         help="browser origin allowed cross-origin access, e.g. http://localhost:3000 (repeatable)",
+    )
+    parser.add_argument(
+        "--allowed-host",
+        dest="allowed_hosts",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="host name the server is reached by, besides localhost and IP addresses, e.g. "
+        "heartsim.example.org or *.example.org (repeatable; * allows any); requests naming "
+        "another Host get 400 (DNS rebinding protection)",
+    )
+    parser.add_argument(
+        "--forwarded-allow-ips",
+        default=None,
+        metavar="IPS",
+        help="comma-separated proxy addresses (or *) whose X-Forwarded-For/-Proto headers are "
+        "believed (default: nobody's; rate limits use the TCP peer's address)",
+    )
+    parser.add_argument(
+        "--ws-connects-per-s",
+        type=_per_s,
+        default=DEFAULT_WS_CONNECTS_PER_S,
+        help="WebSocket handshakes allowed per second and client address, after a burst of "
+        "--ws-connect-burst (default %(default)s; 0: unlimited)",
+    )
+    parser.add_argument(
+        "--ws-connect-burst",
+        type=_count,
+        default=DEFAULT_WS_CONNECT_BURST,
+        help="WebSocket handshakes a client address may make at once (default %(default)s)",
     )
     parser.add_argument(
         "--spontaneous-per-h",

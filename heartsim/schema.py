@@ -54,6 +54,10 @@ RANGES: dict[str, tuple[float, float]] = {
 #: Parameters that must be whole numbers.
 INTEGER_FIELDS = frozenset({"since", "limit"})
 
+#: A number in a JSON request body: only a JSON number (``true``/``false`` or ``"72"`` are
+#: refused, as the document's ``"type": "number"`` says; pydantic's lax mode would take them).
+JsonNumber = Annotated[float, Field(strict=True)]
+
 
 def describe_range(field: str) -> str | None:
     """``"a number between 0 and 1"`` for a known field, ``None`` otherwise."""
@@ -259,6 +263,20 @@ class ModelStatus(BaseModel):
     last_error: str | None = Field(default=None, description="The last failure")
 
 
+class ClientsDropped(BaseModel):
+    """Clients the server disconnected, by cause; each cause has its own WebSocket close code."""
+
+    slow: int = Field(
+        default=0,
+        description="Too slow to read the stream: its send buffer overflowed (close 1008)",
+    )
+    keepalive: int = Field(
+        default=0,
+        description="Did not answer the server's protocol ping in time (close 1011)",
+    )
+    too_big: int = Field(default=0, description="Sent a message over the size limit (close 1009)")
+
+
 class Health(BaseModel):
     """``GET /health``."""
 
@@ -272,7 +290,14 @@ class Health(BaseModel):
     messages_published: int = Field(description="Messages produced (one per tick and person)")
     messages_sent: int = Field(description="Messages delivered to subscribers")
     messages_dropped: int = Field(description="Messages a slow subscriber could not take")
-    clients_dropped: int = Field(description="Subscribers disconnected for being too slow")
+    clients_dropped: int = Field(
+        description="Clients the server disconnected because of their behaviour, all causes "
+        "(the sum of clients_dropped_by_cause)"
+    )
+    clients_dropped_by_cause: ClientsDropped = Field(
+        default_factory=ClientsDropped,
+        description="clients_dropped by cause, each with its own close code",
+    )
     tick_lag_ms: TickLag
     ticks: int
     ticks_skipped: int = Field(description="Ticks skipped because the loop was late")
@@ -327,7 +352,7 @@ PersonId = Annotated[
 def _profile_field(name: str, *, required: bool) -> Any:
     low, high = PROFILE_RANGES[name]
     default = ... if required else None
-    kind = float if required else float | None
+    kind = float if required else JsonNumber | None  # requests: JSON numbers only
     field = Field(default=default, ge=low, le=high, description=_PROFILE_DOCS[name])
     return (kind, field)
 
@@ -414,7 +439,7 @@ class PredictRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    rr_ms: list[Annotated[float, Field(ge=_RR_LOW, le=_RR_HIGH)]] | None = Field(
+    rr_ms: list[Annotated[JsonNumber, Field(ge=_RR_LOW, le=_RR_HIGH)]] | None = Field(
         default=None,
         max_length=MAX_PREDICT_INTERVALS,
         description=f"One person's consecutive RR intervals, ms, oldest first, ending now; "
@@ -422,7 +447,7 @@ class PredictRequest(BaseModel):
         "They must span the model's window plus one step (65 s by default); send the last "
         "10 min for the default model's full context.",
     )
-    features: dict[str, Annotated[float, Field(allow_inf_nan=False)]] | None = Field(
+    features: dict[str, Annotated[JsonNumber, Field(allow_inf_nan=False)]] | None = Field(
         default=None,
         description="One precomputed feature row (heartsim.ml.HRVFeatures column names): "
         "every feature the attached model reads (GET /health: model.features); other "

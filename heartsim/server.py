@@ -22,6 +22,7 @@ import contextlib
 import gc
 import ipaddress
 import logging
+import os
 import signal
 import socket
 import time
@@ -32,7 +33,14 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
-from heartsim.api import DEFAULT_RATE_LIMIT, RateLimit, WebSocketSettings, create_app
+from heartsim.api import (
+    DEFAULT_RATE_LIMIT,
+    DEFAULT_WS_CONNECT_LIMIT,
+    RateLimit,
+    WebSocketSettings,
+    create_app,
+)
+from heartsim.api.logs import redact_logs
 from heartsim.engine import Engine
 from heartsim.hub import Hub
 from heartsim.options import DEFAULT_HOST, DEFAULT_PORT
@@ -70,6 +78,27 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def served_hosts(host: str, allowed_hosts: Iterable[str] | None) -> list[str]:
+    """The ``Host`` names a server bound to ``host`` answers to, besides ``localhost``,
+    ``*.localhost`` and IP addresses (see :class:`heartsim.api.security.AllowedHosts`).
+
+    ``allowed_hosts`` plus ``host`` itself when it is a name. With ``allowed_hosts=None`` under
+    JupyterHub (``JUPYTERHUB_SERVICE_PREFIX`` set): any name, because browsers reach the server
+    only through jupyter-server-proxy, which forwards the hub's public name as ``Host`` and has
+    already authenticated the user.
+    """
+    names = list(allowed_hosts or ())
+    if allowed_hosts is None and os.environ.get("JUPYTERHUB_SERVICE_PREFIX"):
+        logger.info("under JupyterHub: any Host name is served (requests come through its proxy)")
+        names.append("*")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        if host:
+            names.append(host)
+    return names
+
+
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto must be IPPROTO_TCP, not the default 0: asyncio only sets TCP_NODELAY on accepted
@@ -99,8 +128,17 @@ class HeartsimServer:
         Where to listen; ``port=0`` picks a free port (read :attr:`port` after :meth:`start`).
     persons, seed, tick_hz, spontaneous_stress_per_h
         Engine settings when ``engine`` is ``None``.
-    token, public_read, cors_origins, max_clients, rate_limit, websocket
+    token, public_read, cors_origins, max_clients, rate_limit, websocket, ws_connect_limit
         Access control and delivery settings, see :func:`heartsim.api.create_app`.
+    allowed_hosts
+        Host names served besides ``localhost``, IP addresses and ``host`` (``"*.example.org"``
+        for subdomains, ``"*"`` for any), see :func:`served_hosts`; requests naming another
+        ``Host`` get 400 (DNS rebinding protection).
+    forwarded_allow_ips
+        Proxy addresses (comma-separated string or list; ``"*"``: any) whose
+        ``X-Forwarded-For`` / ``X-Forwarded-Proto`` headers are believed. ``None`` (default):
+        none, so the client address (rate limits) is always the TCP peer's and no client can
+        pick its own by sending the header.
     insecure
         Allow a non-loopback ``host`` without a ``token`` (anyone who can reach the port can
         then control the simulation); refused otherwise.
@@ -134,6 +172,9 @@ class HeartsimServer:
         max_clients: int = 1000,
         rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
         websocket: WebSocketSettings | None = None,
+        ws_connect_limit: RateLimit | None = DEFAULT_WS_CONNECT_LIMIT,
+        allowed_hosts: Iterable[str] | None = None,
+        forwarded_allow_ips: str | Iterable[str] | None = None,
         insecure: bool = False,
         clock: Clock = "real",
         autostart: bool = False,
@@ -163,7 +204,14 @@ class HeartsimServer:
             max_clients=max_clients,
             rate_limit=rate_limit,
             websocket=websocket,
+            allowed_hosts=served_hosts(host, allowed_hosts),
+            ws_connect_limit=ws_connect_limit,
         )
+        if isinstance(forwarded_allow_ips, str):
+            forwarded_allow_ips = forwarded_allow_ips.split(",")
+        trusted = [ip.strip() for ip in forwarded_allow_ips or () if ip.strip()]
+        #: Proxies whose forwarded headers are believed (``None``: nobody's).
+        self.forwarded_allow_ips: list[str] | None = trusted or None
         self.host = host
         self._requested_port = port
         self._port: int | None = None
@@ -278,6 +326,10 @@ class HeartsimServer:
             ws_ping_interval=ws_settings.ping_interval_s,
             ws_ping_timeout=ws_settings.ping_timeout_s,
             lifespan="on",
+            # Forwarded headers only from configured proxies: uvicorn would otherwise believe
+            # them from 127.0.0.1, letting any local client pose as any address.
+            proxy_headers=self.forwarded_allow_ips is not None,
+            forwarded_allow_ips=self.forwarded_allow_ips,
             log_config=None,
             log_level=self.log_level,
             access_log=False,
@@ -458,6 +510,8 @@ def run_serve(args: argparse.Namespace) -> int:
     2 for invalid settings (e.g. a non-loopback host without ``--token`` or ``--insecure``, or
     a ``--model`` file that is missing, not a heartsim model or from other versions).
     """
+    # Whatever prints this process's logs redacts tokens (uvicorn logs request paths).
+    redact_logs(handlers=logging.getLogger().handlers)
     if not is_loopback(args.host) and not args.token and not args.insecure:
         logger.error(
             "refusing to serve on %s without a token: anyone who can reach it could control it. "
@@ -479,6 +533,13 @@ def run_serve(args: argparse.Namespace) -> int:
             insecure=args.insecure,
             cors_origins=args.cors_origins,
             max_clients=args.max_clients,
+            allowed_hosts=args.allowed_hosts or None,
+            forwarded_allow_ips=args.forwarded_allow_ips,
+            ws_connect_limit=(
+                RateLimit(args.ws_connects_per_s, args.ws_connect_burst)
+                if args.ws_connects_per_s > 0
+                else None
+            ),
             autostart=getattr(args, "start", False),
             log_level="info",
         )

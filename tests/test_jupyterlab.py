@@ -54,6 +54,8 @@ WAIT_MS = 15_000  # any other wait on the page
 #: few bpm (respiratory sinus arrhythmia), a 0.25 rise in stress level raises it by about 10.
 BREATH_S = 4.0
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+#: The heartsim server's own token in the proxy test (not JupyterLab's).
+HEARTSIM_TOKEN = "heartsim-s3cret"
 
 expect.set_options(timeout=WAIT_MS)
 
@@ -347,10 +349,12 @@ async def test_dashboard_through_jupyter_server_proxy(
 ) -> None:
     """The dashboard as JupyterHub users open it (``ServerHandle.dashboard_url``): under
     ``/proxy/PORT/`` of the Jupyter server, relayed by jupyter-server-proxy. The page, its REST
-    calls (POST included) and its WebSocket all go through the prefix, and nothing else. Its
-    "API documentation" link opens Swagger UI under the prefix, which lists every operation
-    and whose "Try it out" reaches the app through the prefix; ReDoc renders there too."""
-    server = HeartsimServer(port=0, tick_hz=10)
+    calls (POST included) and its WebSocket all go through the prefix, and nothing else. The
+    server has a token, given as ``#token=``: the proxy relays the stream's token subprotocol
+    and the REST calls' header, and the token appears in no URL. Its "API documentation" link
+    opens Swagger UI under the prefix, which lists every operation and whose "Try it out"
+    reaches the app through the prefix; ReDoc renders there too."""
+    server = HeartsimServer(port=0, tick_hz=10, token=HEARTSIM_TOKEN)
     await server.start()
     prefix = f"{jupyterlab.url}/proxy/{server.port}/"
     requests: list[tuple[str, str]] = []
@@ -368,7 +372,8 @@ async def test_dashboard_through_jupyter_server_proxy(
         page.on("requestfailed", lambda r: refused.append(r.url) if r.failure == "csp" else None)
         page.on("websocket", watch)
         # The Jupyter token authenticates the first request; a cookie the rest.
-        await page.goto(f"{prefix}?token={jupyterlab.token}", timeout=WAIT_MS)
+        page_url = f"{prefix}?token={jupyterlab.token}#token={HEARTSIM_TOKEN}"
+        await page.goto(page_url, timeout=WAIT_MS)
         await expect(page.locator("#status")).to_have_attribute("data-state", "live")
         await page.click("#start")
         await expect(page.locator("#sim-state")).to_have_text("simulation: running")
@@ -401,3 +406,4 @@ async def test_dashboard_through_jupyter_server_proxy(
     assert outside == [], outside
     ws_prefix = "ws" + prefix.removeprefix("http")
     assert sockets and all(url.startswith(ws_prefix) for url in sockets), sockets
+    assert all(HEARTSIM_TOKEN not in url for _, url in requests + [("", u) for u in sockets])

@@ -304,7 +304,7 @@ async def test_jupyterhub_links_go_through_the_server_proxy(
     assert h.url == f"http://127.0.0.1:{h.port}"  # the kernel itself connects directly
     page = h._repr_html_()
     assert f'href="/user/ada/proxy/{h.port}/"' in page
-    assert "s3cret" not in page and "?token=" in page  # a hint, never the token itself
+    assert "s3cret" not in page and "#token=" in page  # a hint, never the token itself
     monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/ada")  # no trailing slash
     assert h.dashboard_url == f"/user/ada/proxy/{h.port}/"
     # Whatever the environment holds is escaped, never interpreted.

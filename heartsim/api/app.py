@@ -13,10 +13,20 @@ from fastapi.staticfiles import StaticFiles
 from heartsim._version import __version__
 from heartsim.api.context import AppContext, WebSocketSettings
 from heartsim.api.errors import install_error_handlers
+from heartsim.api.logs import redact_logs
 from heartsim.api.metrics import HeartsimCollector
+from heartsim.api.openapi import install_openapi
 from heartsim.api.routes import docs, heartbeat, meta, persons, predict, simulation
 from heartsim.api.routes.meta import STATIC_DIR
-from heartsim.api.security import RateLimit, RateLimiter, TokenAuth
+from heartsim.api.security import (
+    DEFAULT_RATE_LIMIT,
+    DEFAULT_WS_CONNECT_LIMIT,
+    AllowedHosts,
+    HostGuard,
+    RateLimit,
+    RateLimiter,
+    TokenAuth,
+)
 from heartsim.api.ws import TransportProbe
 from heartsim.engine import Engine
 from heartsim.hub import Hub
@@ -24,8 +34,6 @@ from heartsim.runner import Runner
 from heartsim.schema import SCHEMA_VERSION
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_RATE_LIMIT = RateLimit()
 
 _DESCRIPTION = f"""Virtual persons whose hearts respond to stress, streamed live.
 
@@ -39,8 +47,10 @@ _DESCRIPTION = f"""Virtual persons whose hearts respond to stress, streamed live
   allowed range.
 * **Security**: when the server has a token, control routes (POST, PATCH, DELETE, except
   POST /predict, which changes nothing) and the WebSocket need it (`Authorization: Bearer
-  TOKEN` or `?token=TOKEN`); read routes and POST /predict too when public reads are off.
-  Control routes are rate-limited per client (429 + Retry-After).
+  TOKEN`; `?token=TOKEN` is still accepted); read routes and POST /predict too when public
+  reads are off. Each operation's `security` below says what this server requires. Control
+  routes and WebSocket handshakes are rate-limited per client (429 + Retry-After); requests
+  whose `Host` is not a name of this server get 400 (DNS rebinding protection).
 """
 
 
@@ -55,6 +65,8 @@ def create_app(
     max_clients: int = 1000,
     rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
     websocket: WebSocketSettings | None = None,
+    allowed_hosts: Iterable[str] = (),
+    ws_connect_limit: RateLimit | None = DEFAULT_WS_CONNECT_LIMIT,
 ) -> FastAPI:
     """Build the heartsim API for one simulation.
 
@@ -76,11 +88,16 @@ def create_app(
     cors_origins
         Browser origins allowed cross-origin access (CORS is off when empty).
     max_clients
-        WebSocket connections beyond this are closed with 1013.
+        WebSocket handshakes beyond this many connections are refused (HTTP 503).
     rate_limit
         Per-client limit on control routes (``None``: unlimited).
     websocket
         WebSocket delivery tuning (slow-client bounds, message size cap).
+    allowed_hosts
+        Host names served besides ``localhost``, ``*.localhost`` and IP addresses
+        (``"*.example.org"`` for subdomains, ``"*"`` for any); other ``Host`` headers get 400.
+    ws_connect_limit
+        Per-client limit on WebSocket handshakes (``None``: unlimited).
 
     Returns
     -------
@@ -109,7 +126,11 @@ def create_app(
         limiter=RateLimiter(rate_limit) if rate_limit is not None else None,
         ws=websocket if websocket is not None else WebSocketSettings(),
         version=__version__,
+        allowed_hosts=AllowedHosts(allowed_hosts),
+        ws_connect_limiter=RateLimiter(ws_connect_limit) if ws_connect_limit is not None else None,
     )
+    # The stream's handshakes are logged with their query string (?token=): redact them.
+    redact_logs()
     ctx.registry.register(HeartsimCollector(ctx))
 
     @contextlib.asynccontextmanager
@@ -157,6 +178,9 @@ def create_app(
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    # Last added = outermost: sees the server's own send, and serves /ws/heartbeat itself.
+    # Last added = outermost. TransportProbe must see the server's own send (HostGuard, outside
+    # it, passes send on unchanged) and serves /ws/heartbeat itself.
     app.add_middleware(TransportProbe)
+    app.add_middleware(HostGuard, ctx=ctx)
+    install_openapi(app)
     return app

@@ -6,6 +6,7 @@ Each app built by :func:`heartsim.api.create_app` carries one :class:`AppContext
 
 from __future__ import annotations
 
+import collections
 import time
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -15,10 +16,12 @@ from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBear
 from prometheus_client import CollectorRegistry
 from starlette.requests import HTTPConnection
 
-from heartsim.api.errors import ApiError, unknown_person
+from heartsim.api.errors import unknown_person
 from heartsim.api.security import (
+    AllowedHosts,
     RateLimiter,
     TokenAuth,
+    forbidden_origin,
     origin_allowed,
     presented_token,
     too_many_requests,
@@ -53,8 +56,9 @@ class WebSocketSettings:
         ones close the connection with 1009.
     ping_interval_s, ping_timeout_s
         Protocol-level keepalive: a ping every ``ping_interval_s`` s, and a client that does
-        not answer within ``ping_timeout_s`` s is closed (``None`` disables). Applied by
-        :class:`heartsim.server.HeartsimServer` (they are settings of the uvicorn server).
+        not answer within ``ping_timeout_s`` s is closed (1011, counted as ``keepalive``;
+        ``None`` disables). Applied by :class:`heartsim.server.HeartsimServer` (they are
+        settings of the uvicorn server).
     """
 
     client_buffer_bytes: int = 256 * 1024
@@ -83,6 +87,14 @@ class AppContext:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     started_at: float = field(default_factory=time.monotonic)
     websocket_clients: int = 0
+    #: Host names served (DNS rebinding defence), and requests refused for their Host.
+    allowed_hosts: AllowedHosts = field(default_factory=AllowedHosts)
+    hosts_refused: int = 0
+    #: Per-client limit on WebSocket handshakes (``None``: unlimited).
+    ws_connect_limiter: RateLimiter | None = None
+    #: WebSocket handshakes refused, and connections the server ended, by cause (see api.ws).
+    ws_refused: collections.Counter[str] = field(default_factory=collections.Counter)
+    ws_dropped: collections.Counter[str] = field(default_factory=collections.Counter)
 
     @property
     def uptime_s(self) -> float:
@@ -108,7 +120,10 @@ _bearer = HTTPBearer(
     "too if public_read is off)",
 )
 _query_token = APIKeyQuery(
-    name="token", auto_error=False, description="The token as ?token= (for browsers)"
+    name="token",
+    auto_error=False,
+    description="The token as ?token= (kept for older clients; it puts the secret in URLs, "
+    "which logs redact: prefer the Authorization header)",
 )
 
 
@@ -135,12 +150,7 @@ def control_guard(
     if not origin_allowed(
         request.headers.get("origin"), request.headers.get("host"), ctx.cors_origins
     ):
-        raise ApiError(
-            403,
-            "Forbidden origin",
-            f"Origin {request.headers.get('origin')!r} may not control this server; "
-            "start it with --cors-origin to allow it",
-        )
+        raise forbidden_origin(request.headers.get("origin"))
     if ctx.limiter is not None:
         client = request.client.host if request.client is not None else "unknown"
         wait = ctx.limiter.acquire(client)

@@ -15,6 +15,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from heartsim.schema import ErrorBody, ValidationErrorBody, describe_range
 
@@ -121,8 +122,8 @@ def _json_error(
     )
 
 
-async def _api_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ApiError)
+def error_response(exc: ApiError) -> JSONResponse:
+    """``exc`` as a response (also usable as a WebSocket handshake's denial response)."""
     if isinstance(exc, _ValidationApiError):
         body: ErrorBody = ValidationErrorBody(
             error=exc.error, message=exc.message, field=exc.field, detail=exc.detail
@@ -130,6 +131,11 @@ async def _api_error_handler(request: Request, exc: Exception) -> JSONResponse:
     else:
         body = ErrorBody(error=exc.error, message=exc.message)
     return _json_error(exc.status, body, exc.headers)
+
+
+async def _api_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc)
 
 
 async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -145,13 +151,34 @@ async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
     return _json_error(422, body)
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path (Starlette's 405 names only the
+    first matching route's, e.g. ``GET`` for ``/persons``, which also takes ``POST``)."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches(dict(request.scope, method=method))[0] is Match.FULL for route in routes
+        )
+    ]
+
+
 async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
     message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    headers = dict(exc.headers or {})
     if exc.status_code == 404:
         message = f"No route {request.url.path}; see GET /docs for the API"
-    return _json_error(exc.status_code, ErrorBody(error=title, message=message), exc.headers)
+    elif exc.status_code == 405:
+        allowed = _allowed_methods(request) or headers.get("Allow", "").split(", ")
+        headers["Allow"] = ", ".join(allowed)
+        message = f"{request.method} is not allowed on {request.url.path}; use {headers['Allow']}"
+    return _json_error(exc.status_code, ErrorBody(error=title, message=message), headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -183,7 +210,7 @@ def error_responses(
     for status in statuses:
         model = ValidationErrorBody if status == 422 else ErrorBody
         entry: dict[str, Any] = {"model": model, "description": described[status]}
-        if status == 429:
+        if status in (429, 503):
             entry["headers"] = {
                 "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}
             }
@@ -194,6 +221,7 @@ def error_responses(
 __all__ = [
     "ApiError",
     "engine_value_error",
+    "error_response",
     "error_responses",
     "install_error_handlers",
     "not_running",

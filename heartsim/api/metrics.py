@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from heartsim.api.context import AppContext
+from heartsim.api.ws import REFUSAL_CAUSES, clients_dropped_by_cause
 from heartsim.engine import SimulationState
 
 
@@ -34,8 +35,6 @@ class HeartsimCollector(Collector):
             ("heartsim_messages_sent", "Messages delivered to subscribers", hub.messages_sent),
             ("heartsim_messages_dropped", "Messages a slow subscriber could not take",
              hub.messages_dropped),
-            ("heartsim_clients_dropped", "Subscribers disconnected for being too slow",
-             hub.clients_dropped),
             ("heartsim_ticks", "Runner ticks", ticks.ticks),
             ("heartsim_ticks_skipped", "Ticks skipped because the loop was late",
              ticks.ticks_skipped),
@@ -49,6 +48,23 @@ class HeartsimCollector(Collector):
         ]  # fmt: skip
         for name, doc, value in counters:
             yield CounterMetricFamily(name, doc, value=value)
+        yield CounterMetricFamily(
+            "heartsim_hosts_refused",
+            "Requests refused because their Host header is not a name of this server",
+            value=ctx.hosts_refused,
+        )
+        labelled = [
+            ("heartsim_clients_dropped",
+             "Clients the server disconnected, by cause (slow 1008, keepalive 1011, too_big 1009)",
+             clients_dropped_by_cause(ctx)),
+            ("heartsim_websocket_refused", "WebSocket handshakes refused, by cause",
+             {cause: ctx.ws_refused[cause] for cause in REFUSAL_CAUSES}),
+        ]  # fmt: skip
+        for name, doc, values in labelled:
+            family = CounterMetricFamily(name, doc, labels=["cause"])
+            for cause, value in values.items():
+                family.add_metric([cause], value)
+            yield family
         gauges = [
             ("heartsim_websocket_clients", "Connected WebSocket clients", ctx.websocket_clients),
             ("heartsim_subscribers", "Hub subscribers", hub.subscribers),

@@ -40,6 +40,53 @@ WebSocket client the subscriber is one of two sinks:
 The protocol object is found by :class:`TransportProbe`, an ASGI middleware that records
 ``send.__self__`` (uvicorn passes its bound ``send`` method) before any other layer wraps it,
 and that dispatches the stream itself, ahead of Starlette's middleware and router.
+
+Admission
+---------
+Every check happens before the handshake is accepted; a refused handshake gets an HTTP error
+response (the ASGI WebSocket denial-response extension) with the API's JSON error body, so
+clients, proxies and browser developer tools see why. In order:
+
+====  ==================  =======================================================
+HTTP  cause (counted)     when
+====  ==================  =======================================================
+400   (hosts_refused)     ``Host`` is not a name of this server (``HostGuard``)
+403   ``origin``          a browser page on an origin other than this server or
+                          ``--cors-origin``
+429   ``rate_limited``    too many handshakes from this client address
+                          (``Retry-After``)
+401   ``unauthorized``    missing or wrong token (``WWW-Authenticate: Bearer``)
+404   ``unknown_person``  ``?person=`` does not exist
+422   ``bad_since``       ``?since=`` is not an integer in range
+503   ``capacity``        ``max_clients`` connections already (``Retry-After``)
+====  ==================  =======================================================
+
+Refusals are counted by cause (``/metrics``: ``heartsim_websocket_refused_total``; bad hosts
+in ``heartsim_hosts_refused_total``, with HTTP requests). A plain
+``GET /ws/heartbeat`` runs the same checks (rate limit aside) and answers the same error, or
+426 when a handshake would be accepted: browsers, whose WebSocket API hides the status of a
+refused handshake, learn the reason that way.
+
+The token comes from ``Authorization: Bearer``, or, from browsers, the subprotocol
+``heartsim.token.<base64url(TOKEN)>`` offered together with ``heartsim``: the server then
+selects ``heartsim`` (never echoing the token), and the token stays out of URLs and logs.
+``?token=`` still works.
+
+Close codes
+-----------
+One code per cause; those that end a client for its behaviour are counted per cause in
+``/health`` (``clients_dropped_by_cause``) and ``/metrics`` (``heartsim_clients_dropped_total``):
+
+====  =============  ==============================================================
+code  counted as     cause
+====  =============  ==============================================================
+1008  ``slow``       too slow: its send buffer overflowed (``client_buffer_bytes``)
+1011  ``keepalive``  no answer to a protocol ping within ``ping_timeout_s`` (uvicorn's
+                     keepalive; a frozen client often never reads the close frame)
+1009  ``too_big``    sent a message over ``max_message_bytes``
+1000  --             its person was removed
+1001  --             the server is shutting down (1012 when uvicorn shuts down alone)
+====  =============  ==============================================================
 """
 
 from __future__ import annotations
@@ -52,21 +99,32 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from heartsim.api.context import AppContext, WebSocketSettings, context_of
-from heartsim.api.security import presented_token
+from heartsim.api.errors import ApiError, unknown_person, validation_error
+from heartsim.api.security import (
+    SUBPROTOCOL,
+    WS_PROTOCOL_SCOPE_KEY,
+    deny,
+    forbidden_origin,
+    origin_allowed,
+    presented_token,
+    subprotocol_token,
+    too_many_requests,
+    unauthorized,
+)
 from heartsim.hub import (
     CLOSE_GOING_AWAY,
     CLOSE_POLICY_VIOLATION,
-    CLOSE_TRY_AGAIN_LATER,
     Message,
     QueueSubscriber,
     Subscriber,
     resume_after,
 )
-from heartsim.schema import RANGES, SCHEMA_VERSION
+from heartsim.schema import RANGES, SCHEMA_VERSION, describe_range
 
 logger = logging.getLogger(__name__)
 
@@ -77,8 +135,15 @@ except ImportError:  # pragma: no cover - uvicorn or websockets missing
 
 #: Where the stream is served (by :class:`TransportProbe`).
 HEARTBEAT_PATH = "/ws/heartbeat"
-_PROTOCOL_KEY = "heartsim.ws_protocol"
 CLOSE_MESSAGE_TOO_BIG = 1009
+#: What uvicorn's keepalive closes with when a client does not answer its ping in time.
+CLOSE_KEEPALIVE_TIMEOUT = 1011
+#: Causes of refused handshakes (:func:`admit`), in the order they are checked.
+REFUSAL_CAUSES = (
+    "origin", "rate_limited", "unauthorized", "unknown_person", "bad_since", "capacity"
+)  # fmt: skip
+#: Seconds a client refused for capacity is asked to wait (``Retry-After``).
+_CAPACITY_RETRY_S = 5
 _PONG = b'{"type":"pong"}'
 #: Slack above the slow-client bound for uvicorn's own high-water mark (see module docstring).
 _HIGH_WATER_SLACK = 1 << 20
@@ -98,7 +163,7 @@ class TransportProbe:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
-            scope[_PROTOCOL_KEY] = getattr(send, "__self__", None)
+            scope[WS_PROTOCOL_SCOPE_KEY] = getattr(send, "__self__", None)
             if _route_path(scope) == HEARTBEAT_PATH:
                 await heartbeat_socket(WebSocket(scope, receive, send))
                 return
@@ -113,7 +178,7 @@ def _route_path(scope: Scope) -> str:
 
 def _fast_transport(websocket: WebSocket) -> asyncio.Transport | None:
     """The transport frames can be written to directly, or ``None`` (use the fallback)."""
-    protocol = websocket.scope.get(_PROTOCOL_KEY)
+    protocol = websocket.scope.get(WS_PROTOCOL_SCOPE_KEY)
     if WebSocketsSansIOProtocol is None or not isinstance(protocol, WebSocketsSansIOProtocol):
         return None
     extensions = getattr(protocol.conn, "extensions", None)
@@ -222,25 +287,53 @@ def _tune_socket(transport: asyncio.Transport, settings: WebSocketSettings) -> N
 async def heartbeat_socket(websocket: WebSocket) -> None:
     """The ``/ws/heartbeat`` endpoint (see the module docstring and API.md)."""
     ctx = context_of(websocket)
-    if ctx.websocket_clients >= ctx.max_clients:
-        await websocket.accept()
-        await websocket.close(
-            CLOSE_TRY_AGAIN_LATER, f"too many clients (max {ctx.max_clients}); retry later"
-        )
+    admission = admit(websocket, ctx, handshake=True)
+    if isinstance(admission, Refusal):
+        ctx.ws_refused[admission.cause] += 1
+        await deny(websocket.scope, websocket.receive, websocket.send, admission.error)
         return
-    ctx.websocket_clients += 1  # no await between the check and this: the cap holds
+    person, since = admission
+    ctx.websocket_clients += 1  # no await since admit() checked the cap: the cap holds
     try:
-        await _serve(websocket, ctx)
+        await _serve(websocket, ctx, person, since)
     finally:
         ctx.websocket_clients -= 1
 
 
-def _refusal(websocket: WebSocket, ctx: AppContext) -> tuple[str, int | None, str | None]:
-    """``(person, since, None)`` or ``("", None, reason)`` to close with 1008."""
-    params = websocket.query_params
-    token = presented_token(websocket.headers.get("authorization"), params.get("token"))
+class Refusal:
+    """Why a handshake is refused: the HTTP error to answer, and its counter's cause."""
+
+    __slots__ = ("cause", "error")
+
+    def __init__(self, cause: str, error: ApiError) -> None:
+        self.cause = cause
+        self.error = error
+
+
+def admit(
+    connection: HTTPConnection, ctx: AppContext, *, handshake: bool
+) -> tuple[str, int | None] | Refusal:
+    """``(person, since)`` if a stream may start, else the :class:`Refusal` (module docstring).
+
+    ``handshake``: a real WebSocket handshake, which takes one from the client's connection
+    budget; ``False`` for the plain-HTTP diagnosis at ``GET /ws/heartbeat``.
+    """
+    headers = connection.headers
+    origin = headers.get("origin")
+    if not origin_allowed(origin, headers.get("host"), ctx.cors_origins):
+        return Refusal("origin", forbidden_origin(origin))
+    if handshake and ctx.ws_connect_limiter is not None:
+        client = connection.client.host if connection.client is not None else "unknown"
+        wait_s = ctx.ws_connect_limiter.acquire(client)
+        if wait_s > 0.0:
+            return Refusal("rate_limited", too_many_requests(wait_s, "WebSocket connections"))
+    params = connection.query_params
+    offered = connection.scope.get("subprotocols", ())
+    token = presented_token(
+        headers.get("authorization"), params.get("token"), subprotocol_token(offered)
+    )
     if not ctx.auth.accepts(token):
-        return "", None, "unauthorized: send ?token=TOKEN or Authorization: Bearer TOKEN"
+        return Refusal("unauthorized", unauthorized())
     person = params.get("person")
     if person is None:
         person = ctx.engine.default_person
@@ -248,30 +341,43 @@ def _refusal(websocket: WebSocket, ctx: AppContext) -> tuple[str, int | None, st
         try:
             ctx.engine.profile(person)
         except (ValueError, KeyError):
-            return "", None, f"person {person[:64]!r} is unknown (GET /persons)"
-    since_text = params.get("since")
+            return Refusal("unknown_person", unknown_person(person[:64], ctx.engine.person_ids))
     since = None
+    since_text = params.get("since")
     if since_text is not None:
+        low, high = RANGES["since"]
         try:
             since = int(since_text)
         except ValueError:
-            since = -1
-        low, high = RANGES["since"]
-        if not low <= since <= high:
-            return (
-                "",
-                None,
-                f"since must be an integer from {low} to {high}, got {since_text[:32]!r}",
-            )
-    return person, since, None
+            since = None
+        if since is None or not low <= since <= high:
+            message = f"since must be {describe_range('since')}, got {since_text[:32]!r}"
+            return Refusal("bad_since", validation_error("since", message))
+    if ctx.websocket_clients >= ctx.max_clients:
+        return Refusal(
+            "capacity",
+            ApiError(
+                503,
+                "Too many clients",
+                f"This server streams to at most {ctx.max_clients} clients; retry later",
+                headers={"Retry-After": str(_CAPACITY_RETRY_S)},
+            ),
+        )
+    return person, since
 
 
-async def _serve(websocket: WebSocket, ctx: AppContext) -> None:
-    await websocket.accept()
-    person, since, refusal = _refusal(websocket, ctx)
-    if refusal is not None:
-        await websocket.close(CLOSE_POLICY_VIOLATION, refusal)
-        return
+def clients_dropped_by_cause(ctx: AppContext) -> dict[str, int]:
+    """Connections the server ended because of the client, by cause (module docstring)."""
+    return {
+        "slow": ctx.hub.clients_dropped,
+        "keepalive": ctx.ws_dropped["keepalive"],
+        "too_big": ctx.ws_dropped["too_big"],
+    }
+
+
+async def _serve(websocket: WebSocket, ctx: AppContext, person: str, since: int | None) -> None:
+    offered = websocket.scope.get("subprotocols", ())
+    await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
 
     transport = _fast_transport(websocket)
     sink: FrameSink | QueueSink
@@ -321,8 +427,20 @@ async def _serve(websocket: WebSocket, ctx: AppContext) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
     if sink.close_code is not None:
         close = (sink.close_code, sink.close_reason)
+    if close is not None and close[0] == CLOSE_MESSAGE_TOO_BIG:
+        ctx.ws_dropped["too_big"] += 1
+    elif _closed_by_keepalive(websocket):
+        ctx.ws_dropped["keepalive"] += 1
+        logger.info("client %s closed by the keepalive (no pong in time)", websocket.client)
     if close is not None:
         await _close(websocket, transport, close, ctx.ws.close_grace_s)
+
+
+def _closed_by_keepalive(websocket: WebSocket) -> bool:
+    """Whether the server's keepalive (uvicorn's, close 1011) ended this connection."""
+    conn = getattr(websocket.scope.get(WS_PROTOCOL_SCOPE_KEY), "conn", None)
+    sent = getattr(conn, "close_sent", None)
+    return getattr(sent, "code", None) == CLOSE_KEEPALIVE_TIMEOUT
 
 
 async def _read(

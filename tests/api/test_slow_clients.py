@@ -136,6 +136,7 @@ async def test_frozen_client_is_dropped_and_counted_while_others_get_everything(
     async with httpx.AsyncClient(base_url=server.url) as http:
         health = (await http.get("/health")).json()
     assert health["clients_dropped"] == 1
+    assert health["clients_dropped_by_cause"] == {"slow": 1, "keepalive": 0, "too_big": 0}
     assert health["messages_dropped"] >= 1
 
     # Every normal client got every message, in order.
@@ -170,7 +171,7 @@ async def test_a_client_closed_by_keepalive_while_stalled_is_aborted(
     make_server: ServerFactory,
 ) -> None:
     # uvicorn's keepalive closes a client that stops answering pings; if its send buffer is
-    # not empty, asyncio would wait forever to flush it. The sink notices and aborts it.
+    # not empty, asyncio would wait forever to flush. The sink notices and aborts it.
     settings = WebSocketSettings(
         client_buffer_bytes=1 << 20,  # no overflow: only the keepalive can end it
         socket_send_buffer_bytes=4 * 1024,
@@ -185,6 +186,33 @@ async def test_a_client_closed_by_keepalive_while_stalled_is_aborted(
         await wait_until(lambda: ctx.websocket_clients == 1, timeout=3.0)
         await wait_until(lambda: ctx.websocket_clients == 0, timeout=6.0)
         assert server.hub.subscriber_count() == 0
-        assert server.hub.clients_dropped == 0  # not an overflow
+        assert server.hub.clients_dropped == 0  # not an overflow...
+        assert ctx.ws_dropped["keepalive"] == 1  # ...but counted as what it was
     finally:
         frozen.close()
+
+
+async def test_a_frozen_client_at_2_hz_is_closed_by_keepalive_with_its_own_code_and_counted(
+    make_server: ServerFactory,
+) -> None:
+    # At 2 Hz a frozen client's buffer never overflows before the keepalive ends it: that
+    # close has its own code (1011), documented, and its own counter.
+    settings = WebSocketSettings(ping_interval_s=0.5, ping_timeout_s=0.5)
+    server = await make_server(tick_hz=2.0, autostart=True, websocket=settings)
+    ctx = server.app.state.heartsim
+    frozen = await open_frozen_client("127.0.0.1", server.port)
+    try:
+        await wait_until(lambda: ctx.websocket_clients == 1, timeout=3.0)
+        await wait_until(lambda: ctx.websocket_clients == 0, timeout=6.0)
+        frames = await read_until_close_frame(frozen, timeout=3.0)
+    finally:
+        frozen.close()
+    opcode, payload = frames[-1]
+    assert opcode == 0x8 and struct.unpack("!H", payload[:2])[0] == 1011
+    assert b"keepalive" in payload
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        health = (await http.get("/health")).json()
+        metrics = (await http.get("/metrics")).text
+    assert health["clients_dropped"] == 1
+    assert health["clients_dropped_by_cause"] == {"slow": 0, "keepalive": 1, "too_big": 0}
+    assert 'heartsim_clients_dropped_total{cause="keepalive"} 1.0' in metrics

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
 
 import httpx
 import pytest
 import websockets
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from heartsim.api.ws import FrameSink
 from heartsim.schema import ConnectedMessage, HeartbeatMessage, PongMessage, validate_message
@@ -59,13 +60,19 @@ async def test_ping_gets_pong_and_other_text_is_ignored(server: HeartsimServer) 
         assert await recv_json(ws) == {"type": "pong"}
 
 
-async def test_oversized_inbound_messages_close_the_connection(server: HeartsimServer) -> None:
+async def test_oversized_inbound_messages_close_the_connection(
+    server: HeartsimServer, client: httpx.AsyncClient
+) -> None:
     async with websockets.connect(server.ws_url) as ws:
         await recv_json(ws)
         await ws.send("x" * 10_000)
         with pytest.raises(ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), 3)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    await wait_until(lambda: server.app.state.heartsim.websocket_clients == 0)
+    health = (await client.get("/health")).json()
+    assert health["clients_dropped"] == 1
+    assert health["clients_dropped_by_cause"] == {"slow": 0, "keepalive": 0, "too_big": 1}
 
 
 async def test_stream_never_waits_for_the_client_to_send(
@@ -109,13 +116,14 @@ async def test_each_person_has_its_own_stream(make_server: ServerFactory) -> Non
         assert {m["person_id"] for m in await heartbeats(ws, 3)} == {"p0"}
 
 
-async def test_unknown_person_or_bad_since_closes_with_1008(server: HeartsimServer) -> None:
-    for query in ("person=nobody", "since=abc", "since=-3"):
-        async with websockets.connect(f"{server.ws_url}?{query}") as ws:
-            with pytest.raises(ConnectionClosed) as closed:
-                await asyncio.wait_for(ws.recv(), 3)
-        assert closed.value.rcvd.code == 1008
-        assert ("nobody" in closed.value.rcvd.reason) or ("since" in closed.value.rcvd.reason)
+async def test_unknown_person_or_bad_since_refuses_the_handshake(server: HeartsimServer) -> None:
+    for query, status in (("person=nobody", 404), ("since=abc", 422), ("since=-3", 422)):
+        with pytest.raises(InvalidStatus) as refused:
+            async with websockets.connect(f"{server.ws_url}?{query}"):
+                pass
+        response = refused.value.response
+        assert response.status_code == status
+        assert query.split("=")[1] in json.loads(response.body)["message"]
 
 
 async def test_resume_after_reconnect_has_no_gap_and_no_duplicate(

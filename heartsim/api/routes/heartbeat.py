@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
-from heartsim.api.context import Ctx, PersonParam, read_guard
-from heartsim.api.errors import ApiError, error_responses
+from heartsim.api.context import Ctx, PersonParam, context_of, read_guard
+from heartsim.api.errors import ApiError, error_response, error_responses
+from heartsim.api.ws import Refusal, admit
 from heartsim.hub import resume_after
 from heartsim.schema import (
     MAX_EPOCH_LENGTH,
@@ -114,14 +115,23 @@ def history(
     return Response(content=body + b"]}", media_type=_JSON)
 
 
-_WS_DOC = f"""Upgrade this URL to a WebSocket for the live stream (a plain GET answers 426).
+_WS_DOC = f"""Upgrade this URL to a WebSocket for the live stream. A plain GET runs the handshake's
+checks and answers their error (what a browser's WebSocket API cannot show), or 426 when a
+handshake would be accepted.
 
 **Query parameters**: `person` (person id, default person if omitted), `since` (replay the
 buffered messages with seq > since, then go live, with no gap and no duplicate), `epoch` (the
 `epoch` of the connected message that `since` came from: if the server has restarted since,
 its seq numbering is new, so `since` is ignored, the replay starts at the oldest buffered
-message of the new run and the connected message says `"restarted": true`), `token` (when
-the server requires one; or the `Authorization: Bearer` header).
+message of the new run and the connected message says `"restarted": true`).
+
+**Token** (when the server requires one): `Authorization: Bearer TOKEN`; browsers offer the
+subprotocols `heartsim` and `heartsim.token.<base64url(TOKEN)>` (the server selects
+`heartsim`); `?token=TOKEN` still works but puts the secret in URLs.
+
+**Refused handshakes** get an HTTP error with the usual JSON body: 400 unknown `Host`, 403
+foreign `Origin`, 429 too many handshakes from this address (`Retry-After`), 401 missing or
+wrong token, 404 unknown person, 422 bad `since`, 503 too many clients (`Retry-After`).
 
 **Server to client** (JSON text, schema version {SCHEMA_VERSION}, see GET /schema/messages):
 first `{{"type": "connected", "message": "Connected to heartbeat stream", "state", "base_bpm",
@@ -133,21 +143,39 @@ text `ping`.
 **Client to server**: only `ping` (other messages are ignored; over 4 KiB closes with 1009).
 The server never waits for the client to send anything.
 
-**Close codes**: 1008 missing/wrong token, unknown person, bad `since`, or a client too slow to
-keep up (its send buffer overflowed); 1013 too many clients; 1001 server shutting down;
-1000 the person was removed.
+**Close codes**, one per cause (counted in GET /health `clients_dropped_by_cause`): 1008 too
+slow to keep up (its send buffer overflowed), 1011 no answer to the protocol-level ping in
+time (keepalive), 1009 message too big; 1000 the person was removed; 1001 server shutting down.
 """
 
 
 @router.get(
     "/ws/heartbeat",
     status_code=426,
-    responses={426: {"model": None, "description": "Use a WebSocket client"}},
-    summary="WebSocket stream (documentation)",
+    responses={
+        426: {"model": None, "description": "A WebSocket handshake would be accepted"},
+        **error_responses(
+            401,
+            403,
+            404,
+            422,
+            503,
+            descriptions={
+                403: "A browser page on an origin other than this server or --cors-origin",
+                404: "Unknown person",
+                422: "since is not an integer >= 0",
+                503: "Too many clients; retry after Retry-After seconds",
+            },
+        ),
+    },
+    summary="WebSocket stream (documentation and handshake check)",
     description=_WS_DOC,
 )
-def websocket_doc() -> Response:
-    """Plain HTTP on the WebSocket URL: explain how to connect."""
+def websocket_doc(request: Request) -> Response:
+    """Plain HTTP on the WebSocket URL: the handshake's refusal, or how to connect."""
+    admission = admit(request, context_of(request), handshake=False)
+    if isinstance(admission, Refusal):
+        return error_response(admission.error)
     body = {
         "error": "Upgrade Required",
         "message": "Connect with a WebSocket client to ws://HOST/ws/heartbeat (see /docs)",

@@ -11,7 +11,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from heartsim.api.context import Ctx, PersonParam, read_guard
 from heartsim.api.errors import error_responses
-from heartsim.schema import Health, ModelStatus, TickLag, message_json_schema
+from heartsim.api.ws import clients_dropped_by_cause
+from heartsim.schema import ClientsDropped, Health, ModelStatus, TickLag, message_json_schema
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
@@ -46,6 +47,7 @@ def health(ctx: Ctx, person: PersonParam) -> Health:
     hub = ctx.hub.stats()
     ticks = ctx.runner.stats()
     model = ctx.runner.model_stats()
+    dropped = clients_dropped_by_cause(ctx)
     return Health(
         simulation_state=engine.state.value,
         base_bpm=engine.profile(person).resting_hr_bpm,
@@ -55,7 +57,8 @@ def health(ctx: Ctx, person: PersonParam) -> Health:
         messages_published=hub.messages_published,
         messages_sent=hub.messages_sent,
         messages_dropped=hub.messages_dropped,
-        clients_dropped=hub.clients_dropped,
+        clients_dropped=sum(dropped.values()),
+        clients_dropped_by_cause=ClientsDropped(**dropped),
         tick_lag_ms=TickLag(
             p50=round(ticks.lag_ms_p50, 3),
             p99=round(ticks.lag_ms_p99, 3),

@@ -1,4 +1,18 @@
 // HTTP access to the heartsim API (same origin as the page) with optional bearer token.
+// The token never goes into a URL: REST calls carry it in the Authorization header, the stream
+// in a WebSocket subprotocol (browsers cannot set headers on a WebSocket).
+
+/** The stream's subprotocol; the server selects it (it never echoes the token's). */
+export const SUBPROTOCOL = "heartsim";
+const TOKEN_SUBPROTOCOL_PREFIX = "heartsim.token.";
+
+/** base64url without padding: the only characters a subprotocol name may hold. */
+function base64url(text) {
+  const bytes = new TextEncoder().encode(text);
+  let binary = "";
+  for (const byte of bytes) binary += String.fromCharCode(byte);
+  return btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
 
 /** An error answer of the API: `status` plus the server's `{error, message}` body. */
 export class ApiError extends Error {
@@ -36,11 +50,18 @@ export class Api {
     return url;
   }
 
-  /** WebSocket URL of the stream: ws(s)://host/ws/heartbeat?person=..&since=..&token=.. */
+  /** WebSocket URL of the stream: ws(s)://host/ws/heartbeat?person=..&since=.. (no token) */
   streamUrl(query = {}) {
-    const url = this.url("/ws/heartbeat", { ...query, token: this.token });
+    const url = this.url("/ws/heartbeat", query);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     return url.toString();
+  }
+
+  /** Subprotocols to offer: `heartsim` first (proxies select the first one offered), then the
+   * token's, `heartsim.token.<base64url(token)>`, when there is a token. */
+  streamProtocols() {
+    if (!this.token) return [SUBPROTOCOL];
+    return [SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX + base64url(this.token)];
   }
 
   get(path, query) {

@@ -1,5 +1,7 @@
 // The heartsim dashboard: wires the API, the live stream and the chart to the page.
-// Page URL options: ?person=ID (whom to show first), ?token=T (servers that require a token).
+// Page URL options: ?person=ID (whom to show first); #token=T for servers that require a token
+// (a fragment never reaches a server or its logs; ?token=T works too). The token is read once
+// and removed from the address bar, so it stays out of the history, bookmarks and screenshots.
 
 import { Api, ApiError } from "./api.js";
 import { LiveChart } from "./chart.js";
@@ -16,7 +18,21 @@ const STATUS_TEXT = {
 
 const $ = (id) => document.getElementById(id);
 const pageParams = new URLSearchParams(window.location.search);
-const api = new Api(document.baseURI, pageParams.get("token"));
+const api = new Api(document.baseURI, takeTokenFromPageUrl());
+
+/** The token of `#token=` (or `?token=`), removed from the address bar; null without one. */
+function takeTokenFromPageUrl() {
+  const url = new URL(window.location.href);
+  const fragment = new URLSearchParams(url.hash.replace(/^#/, ""));
+  const token = fragment.get("token") || url.searchParams.get("token");
+  if (fragment.has("token") || url.searchParams.has("token")) {
+    fragment.delete("token");
+    url.searchParams.delete("token");
+    url.hash = fragment.toString();
+    window.history.replaceState(null, "", url);
+  }
+  return token || null;
+}
 const chart = new LiveChart($("chart"), CHART_WINDOW_S);
 const stream = new HeartbeatStream(api, {
   onStatus: showStatus,

@@ -1,11 +1,15 @@
 // The live stream (WS /ws/heartbeat): reconnects with exponential backoff and resumes from the
 // last received seq (`?since=SEQ`), so the server replays what was missed: no gap, no duplicate.
 
+import { ApiError } from "./api.js";
+
 const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 10_000;
 const PING_EVERY_MS = 15_000;
 const SILENCE_LIMIT_MS = 40_000; // no frame at all (not even a pong) for this long: reconnect
 const CLOSE_NORMAL = 1000;
+// Closes the server explains in its reason (too slow, too big, no pong to its keepalive).
+const CLOSES_TO_REPORT = new Set([1008, 1009, 1011]);
 
 /**
  * Events passed to the handlers:
@@ -69,7 +73,9 @@ export class HeartbeatStream {
     const query = { person: this.person, since: this.lastSeq, epoch: resuming ? this.epoch : null };
     const url = this.api.streamUrl(query);
     this.emitStatus(this.attempt === 0 ? "connecting" : "reconnecting", "opening stream…");
-    const ws = new WebSocket(url);
+    const ws = new WebSocket(url, this.api.streamProtocols());
+    ws.query = query;
+    ws.greeted = false; // set by the server's `connected` message
     this.ws = ws;
     ws.onmessage = (event) => this.receive(event.data);
     ws.onclose = (event) => this.closed(ws, event);
@@ -85,6 +91,7 @@ export class HeartbeatStream {
       return;
     }
     if (message.type === "connected") {
+      if (this.ws) this.ws.greeted = true;
       this.attempt = 0;
       this.person = message.person_id ?? this.person;
       if (message.restarted) {
@@ -111,8 +118,10 @@ export class HeartbeatStream {
     if (ws !== this.ws) return; // a stream we already dropped
     this.ws = null;
     this.stopPinging();
-    if (event.code === 1008 || event.code === 1013) {
+    if (CLOSES_TO_REPORT.has(event.code)) {
       this.notice(`Stream closed by the server (${event.code}): ${event.reason}`, "error");
+    } else if (!ws.greeted) {
+      this.diagnose(ws.query);
     }
     const delay = this.backoff();
     const why =
@@ -122,6 +131,20 @@ export class HeartbeatStream {
       this.retryTimer = null;
       this.connect();
     }, delay);
+  }
+
+  /**
+   * A handshake failed: the browser hides the server's answer, so ask the same URL over plain
+   * HTTP, which runs the same checks (426 means the handshake would have been accepted).
+   */
+  async diagnose(query) {
+    try {
+      await this.api.get("/ws/heartbeat", query);
+    } catch (err) {
+      if (err instanceof ApiError && err.status !== 426 && err.status !== 0) {
+        this.notice(`Stream refused: ${err.describe()}`, "error");
+      }
+    }
   }
 
   /** Exponential backoff with ±20 % jitter: 0.5 s, 1 s, 2 s, … up to 10 s. */
