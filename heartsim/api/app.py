@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from heartsim._version import __version__
 from heartsim.api.context import AppContext, WebSocketSettings
 from heartsim.api.errors import install_error_handlers
+from heartsim.api.health import HealthSettings
 from heartsim.api.metrics import HeartsimCollector
 from heartsim.api.routes import heartbeat, meta, persons, predict, simulation
 from heartsim.api.routes.meta import STATIC_DIR
@@ -55,6 +56,7 @@ def create_app(
     max_clients: int = 1000,
     rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
     websocket: WebSocketSettings | None = None,
+    health: HealthSettings | None = None,
 ) -> FastAPI:
     """Build the heartsim API for one simulation.
 
@@ -81,6 +83,9 @@ def create_app(
         Per-client limit on control routes (``None``: unlimited).
     websocket
         WebSocket delivery tuning (slow-client bounds, message size cap).
+    health
+        When ``GET /health`` answers 503 (tick lag limit, time window); checks can be added
+        to ``app.state.heartsim.health_checks``.
 
     Returns
     -------
@@ -109,6 +114,7 @@ def create_app(
         limiter=RateLimiter(rate_limit) if rate_limit is not None else None,
         ws=websocket if websocket is not None else WebSocketSettings(),
         version=__version__,
+        health=health if health is not None else HealthSettings(),
     )
     ctx.registry.register(HeartsimCollector(ctx))
 

@@ -32,7 +32,7 @@ def _json_bytes(content: bytes | memoryview) -> Response:
     responses=error_responses(401, 404, 422),
     summary="Latest heartbeat sample",
 )
-def current(ctx: Ctx, person: PersonParam) -> Response:
+async def current(ctx: Ctx, person: PersonParam) -> Response:
     """The person's latest heartbeat message (the same JSON as the stream's).
 
     404 ``{"error": "No data available", "message": "Start simulation first using POST
@@ -55,7 +55,7 @@ def current(ctx: Ctx, person: PersonParam) -> Response:
     responses=error_responses(401, 404, 422),
     summary="Buffered heartbeat messages",
 )
-def history(
+async def history(
     ctx: Ctx,
     person: PersonParam,
     since: Annotated[
@@ -129,7 +129,7 @@ keep up (its send buffer overflowed); 1013 too many clients; 1001 server shuttin
     summary="WebSocket stream (documentation)",
     description=_WS_DOC,
 )
-def websocket_doc() -> Response:
+async def websocket_doc() -> Response:
     """Plain HTTP on the WebSocket URL: explain how to connect."""
     body = {
         "error": "Upgrade Required",
