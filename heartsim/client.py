@@ -445,7 +445,10 @@ class Client:
         *,
         body: Mapping[str, object] | None = None,
         text: bool = False,
+        answers: tuple[int, ...] = (),
     ) -> Any:
+        """The decoded JSON answer; :class:`HeartsimError` for an error status not in
+        ``answers`` (statuses whose body is the answer, e.g. /health's 503)."""
         query = {k: v for k, v in (params or {}).items() if v is not None}
         try:
             response = await self._http().request(method, path, params=query, json=body)
@@ -460,7 +463,13 @@ class Client:
                 request=f"{method} {path}",
             ) from exc
         if response.is_error:
-            raise HeartsimError.from_response(response)
+            payload = None
+            if response.status_code in answers:
+                with contextlib.suppress(ValueError):  # e.g. a proxy's HTML error page
+                    payload = response.json()
+            if not isinstance(payload, dict):
+                raise HeartsimError.from_response(response)
+            return payload
         return response.text if text else response.json()
 
     async def _release_loop(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -501,11 +510,13 @@ class Client:
         Returns
         -------
         dict
-            ``status`` (``"healthy"``), ``simulation_state``, ``base_bpm`` (beats/min),
-            ``websocket_clients``, ``uptime_s`` (s), ``version``, ``tick_hz`` (Hz), delivery
-            counters and tick timing (ms).
+            ``status`` (``"healthy"``; ``"degraded"`` or ``"unhealthy"`` when the server
+            answers 503, with ``reasons`` saying why: that is a report, not an error),
+            ``simulation_state``, ``base_bpm`` (beats/min), ``websocket_clients``, ``uptime_s``
+            (s), ``version``, ``tick_hz`` (Hz), delivery counters, ``tick_errors`` and tick
+            timing (ms).
         """
-        return await self._request("GET", "/health")
+        return await self._request("GET", "/health", answers=(503,))
 
     async def current(self, person: str | None = None) -> dict[str, Any]:
         """The latest heartbeat message: ``GET /heartbeat/current``.

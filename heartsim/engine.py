@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 import re
 import secrets
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
@@ -79,6 +80,11 @@ def _check_range(name: str, value: float, low: float, high: float) -> float:
 
 class Engine:
     """Simulates the hearts of one or more virtual persons.
+
+    Not thread-safe: one thread changes it. A live server's runner makes its event loop's thread
+    the owner (:meth:`bind_owner`); a command or ``advance`` from any other thread then raises
+    :class:`RuntimeError` instead of corrupting the arrays a tick is reading. Reads
+    (``state``, ``person_ids``, ``profile``, ``latest``) are not checked.
 
     Parameters
     ----------
@@ -153,7 +159,42 @@ class Engine:
         # the largest forgotten seq, so no (person, seq) pair of this epoch is ever reused.
         self._retired_seq: dict[str, int] = {}
         self._forgotten_seq = 0
+        self._owner_thread: int | None = None
+        self._owner_alive: Callable[[], bool] | None = None
         self._reset_physiology()
+
+    # ----- ownership ---------------------------------------------------------------------------
+    def bind_owner(self, alive: Callable[[], bool] | None = None) -> None:
+        """Make the calling thread the only one allowed to change the engine.
+
+        Commands and :meth:`advance` from another thread then raise :class:`RuntimeError`.
+        ``alive`` (e.g. the owning event loop's ``is_running``) returning ``False`` lifts the
+        check until the next binding: once the owner's loop has ended, anyone may use the
+        engine again. Calling it again moves the ownership to the calling thread.
+        """
+        self._owner_thread = threading.get_ident()
+        self._owner_alive = alive
+
+    def release_owner(self) -> None:
+        """Any thread may change the engine again (the default)."""
+        self._owner_thread = None
+        self._owner_alive = None
+
+    def check_owner(self, what: str) -> None:
+        """Raise :class:`RuntimeError` (naming ``what``) unless the calling thread may change
+        the engine (see :meth:`bind_owner`). Costs one thread-id comparison."""
+        owner = self._owner_thread
+        if owner is None or owner == threading.get_ident():
+            return
+        alive = self._owner_alive
+        if alive is not None and not alive():
+            return
+        raise RuntimeError(
+            f"{what} called from thread {threading.current_thread().name!r}, but the engine "
+            "belongs to the event loop of another thread (a running server's): call it there, "
+            "e.g. handle.call(function, *args) with a start_server() handle, "
+            "loop.call_soon_threadsafe(...) with a loop of your own, or use the REST API"
+        )
 
     # ----- persons -----------------------------------------------------------------------------
     @property
@@ -172,6 +213,7 @@ class Engine:
 
     def add_person(self, profile: PersonProfile | None = None) -> str:
         """Add a person (a drawn profile if ``None``); returns its id. Takes effect immediately."""
+        self.check_owner("Engine.add_person")
         if profile is None:
             drawn = sample_population(1, seed=self._rng.integers(2**63))[0]
             profile = drawn.replace(person_id=self._fresh_id())
@@ -189,6 +231,7 @@ class Engine:
 
     def remove_person(self, person: str) -> None:
         """Remove ``person``; the last person cannot be removed."""
+        self.check_owner("Engine.remove_person")
         person = self._resolve(person)
         if len(self._persons) == 1:
             raise ValueError(f"person {person!r} is the last one and cannot be removed")
@@ -206,6 +249,7 @@ class Engine:
 
         Returns ``False`` (and changes nothing) if already running; resumes if paused.
         """
+        self.check_owner("Engine.start")
         if self.state is SimulationState.RUNNING:
             return False
         if self.state is SimulationState.PAUSED:
@@ -219,6 +263,7 @@ class Engine:
 
     def stop(self) -> bool:
         """Stop; ``False`` if already stopped. Samples stop until the next :meth:`start`."""
+        self.check_owner("Engine.stop")
         if self.state is SimulationState.STOPPED:
             return False
         self.state = SimulationState.STOPPED
@@ -226,6 +271,7 @@ class Engine:
 
     def pause(self) -> bool:
         """Freeze simulated time; ``False`` unless running."""
+        self.check_owner("Engine.pause")
         if self.state is not SimulationState.RUNNING:
             return False
         self.state = SimulationState.PAUSED
@@ -233,6 +279,7 @@ class Engine:
 
     def resume(self) -> bool:
         """Continue after :meth:`pause`; ``False`` unless paused."""
+        self.check_owner("Engine.resume")
         if self.state is not SimulationState.PAUSED:
             return False
         self.state = SimulationState.RUNNING
@@ -246,6 +293,7 @@ class Engine:
         It replaces the person's current and pending episodes; ``level=0`` just ends them.
         ``duration_s`` defaults to 60 s (allowed 1 to 3600 s).
         """
+        self.check_owner("Engine.trigger_stress")
         level = _check_range("stress_level", level, 0.0, 1.0)
         duration = _check_range(
             "duration_s",
@@ -263,6 +311,7 @@ class Engine:
 
     def set_baseline(self, bpm: float, person: str | None = None) -> None:
         """Set ``person``'s resting heart rate (40 to 120 bpm)."""
+        self.check_owner("Engine.set_baseline")
         low, high = PROFILE_RANGES["resting_hr_bpm"]
         bpm = _check_range("bpm", bpm, low, high)
         target = self._persons[self._resolve(person)]
@@ -272,6 +321,7 @@ class Engine:
     def update_profile(self, person: str | None = None, **fields: float) -> PersonProfile:
         """Change profile fields of ``person`` live (validated together; nothing changes on
         error). ``person_id`` cannot change."""
+        self.check_owner("Engine.update_profile")
         target = self._persons[self._resolve(person)]
         if "person_id" in fields and fields["person_id"] != target.profile.person_id:
             raise ValueError("person_id cannot be changed")
@@ -287,6 +337,7 @@ class Engine:
         ``tick_hz`` (0.1 to 50 Hz) is the rate the runner ticks at; ``spontaneous_stress_per_h``
         (0 to 60) the mean rate of spontaneous stress episodes per person.
         """
+        self.check_owner("Engine.configure")
         if tick_hz is not None:
             tick_hz = _check_range("tick_hz", tick_hz, MIN_TICK_HZ, MAX_TICK_HZ)
         if spontaneous_stress_per_h is not None:
@@ -307,6 +358,7 @@ class Engine:
         Each sample is a dict with the heartbeat message fields of the API (``rr_ms`` lists the
         intervals of the beats completed during this step).
         """
+        self.check_owner("Engine.advance")
         dt_s = _check_range("dt_s", dt_s, 1e-6, 3600.0)
         if self.state is not SimulationState.RUNNING:
             return []

@@ -21,7 +21,9 @@ Where the server runs
     A daemon thread with its own event loop; ``start_server`` returns once the server is up.
     It keeps serving through blocking cells and CPU work. The engine and hub then live on that
     thread: change them through :meth:`ServerHandle.call`, the REST API or a
-    :class:`heartsim.Client`, and read the stream with :meth:`ServerHandle.subscribe`.
+    :class:`heartsim.Client`, and read the stream with :meth:`ServerHandle.subscribe`. A
+    command called directly from another thread (``h.engine.start()``) raises
+    :class:`RuntimeError` rather than racing with a tick in progress.
 
 In a script or a plain REPL there is no running loop; ``"loop"`` then falls back to
 ``"thread"`` (logged at INFO level) and :meth:`ServerHandle.stop` is an ordinary blocking call:
@@ -245,7 +247,8 @@ class ServerHandle:
     # ----- what it is ------------------------------------------------------------------------
     @property
     def engine(self) -> Engine:
-        """The simulation; in thread mode, change it through :meth:`call`."""
+        """The simulation; in thread mode, change it through :meth:`call` (commands called
+        directly from another thread than the server's raise :class:`RuntimeError`)."""
         return self.server.engine
 
     @property
@@ -430,8 +433,8 @@ class ServerHandle:
         """Run ``function(*args, **kwargs)`` on the server's loop and return its result.
 
         The engine and hub belong to the server's loop; in thread mode, change them through
-        this (it blocks at most :data:`STOP_TIMEOUT_S` s). In loop mode, called from that
-        loop's thread, it simply calls ``function``.
+        this (it blocks at most :data:`STOP_TIMEOUT_S` s): ``function`` then runs between two
+        ticks. In loop mode, called from that loop's thread, it simply calls ``function``.
 
         Examples
         --------

@@ -11,6 +11,12 @@ the loop allows, each exactly one period of simulation time: deterministic, for 
 The runner task runs for the server's lifetime; starting and stopping the *simulation* goes
 through the engine (a stopped engine produces no samples, the runner just keeps time).
 
+The engine has one owner: :meth:`Runner.start` binds it to the loop's thread
+(:meth:`heartsim.engine.Engine.bind_owner`), so every command runs on that loop between two
+ticks (a tick is synchronous), and a command from another thread raises instead of corrupting
+a tick in progress. A tick that raises is counted, logged and skipped; the clock goes on. If
+the task dies anyway, the exception is kept (:meth:`Runner.health`) and logged.
+
 With a predictor attached (:meth:`Runner.attach_predictor`, usually through
 :meth:`heartsim.server.HeartsimServer.attach_model`), each tick's samples get their
 ``prediction``, ``confidence`` and ``stress_score`` filled in *before* the hub encodes them, so
@@ -44,6 +50,8 @@ Clock = Literal["real", "virtual"]
 #: Longest stretch (s) one late tick catches up; after a longer stall (a suspended laptop) the
 #: schedule restarts from now instead of simulating the whole gap in one step.
 MAX_CATCH_UP_S = 5.0
+#: A failing tick's traceback is logged at most once per this many seconds (the rest counted).
+ERROR_LOG_INTERVAL_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,26 @@ class TickStats:
     lag_ms_max: float
     jitter_ms: float
     window: int
+
+
+@dataclass(frozen=True)
+class RunnerHealth:
+    """The runner's recent behaviour, for ``GET /health`` (times in s, lags in ms).
+
+    ``running``: the task is alive. ``crashed``: what ended it, if an exception did.
+    ``since_beat_s``: since the tick loop last woke, ``since_tick_s``: since the last tick
+    (``None``: never). The ``recent_*`` fields cover the last ``window_s`` seconds.
+    """
+
+    running: bool
+    crashed: str | None
+    since_beat_s: float | None
+    since_tick_s: float | None
+    window_s: float
+    recent_tick_errors: int
+    last_tick_error: str | None
+    recent_lag_ms_p99: float
+    recent_ticks: int
 
 
 @dataclass(frozen=True)
@@ -160,7 +188,15 @@ class Runner:
         self.ticks = 0
         self.ticks_skipped = 0
         self.tick_errors = 0
-        self._lags_s: collections.deque[float] = collections.deque(maxlen=lag_window)
+        self.last_tick_error: str | None = None
+        self._error_at: collections.deque[float] = collections.deque(maxlen=1024)
+        self._error_logged_at = -math.inf
+        self._errors_unlogged = 0
+        # (monotonic s when the tick fired, its lag s) of the recent ticks
+        self._lags: collections.deque[tuple[float, float]] = collections.deque(maxlen=lag_window)
+        self._beat_at: float | None = None  # monotonic s: the tick loop last woke
+        self._tick_at: float | None = None  # monotonic s: the last tick
+        self._crash: BaseException | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Future[None] | None = None
         self._reschedule = False
@@ -184,11 +220,26 @@ class Runner:
         return self.engine.tick_hz
 
     def start(self) -> None:
-        """Start the runner task on the running loop (no-op if already running)."""
+        """Start the runner task on the running loop (no-op if already running).
+
+        The engine's owner becomes this loop's thread: commands from other threads raise.
+        """
         if self.running:
             return
+        loop = asyncio.get_running_loop()
+        self.engine.bind_owner(loop.is_running)
         run = self._run_real if self.clock == "real" else self._run_virtual
-        self._task = asyncio.get_running_loop().create_task(run(), name="heartsim-runner")
+        self._crash = None
+        self._task = loop.create_task(run(), name="heartsim-runner")
+        self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._crash = exc
+            logger.critical("the tick loop died; no more messages: %r", exc, exc_info=exc)
 
     async def stop(self) -> None:
         """Stop the runner task and wait for it."""
@@ -233,7 +284,10 @@ class Runner:
         ``max_windows_per_call`` (as LivePredictor has) gets the latter set every tick, so
         that the windows due at one grid point are scored over the ticks of one step (at
         least :data:`MIN_WINDOWS_PER_TICK` per tick) instead of stalling one tick.
+
+        Call it on the engine's owner thread (see :meth:`start`); elsewhere it raises.
         """
+        self.engine.check_owner("Runner.attach_predictor")
         self._native_limit = (
             contextlib.nullcontext if predictor is None else openmp_limit(native_threads)
         )
@@ -302,8 +356,10 @@ class Runner:
     def tick(self, dt_s: float | None = None) -> list[dict[str, Any]]:
         """Advance the engine by ``dt_s`` (one period if ``None``), add the attached
         predictor's predictions and publish the samples."""
+        self.engine.check_owner("Runner.tick")  # raised to the caller, not counted as a failure
         dt_s = 1.0 / self.engine.tick_hz if dt_s is None else dt_s
         self.ticks += 1
+        self._tick_at = time.monotonic()
         try:
             samples = self.engine.advance(dt_s)
             if samples and self.clock == "real":
@@ -319,12 +375,29 @@ class Runner:
                 if predictor is not None:
                     self._predict(predictor, samples)
                 self.hub.publish(samples)
-        except (ValueError, ArithmeticError, TypeError, KeyError) as exc:
-            # One bad tick must not end the stream; log it and keep the clock going.
-            self.tick_errors += 1
-            logger.exception("tick failed: %s", exc)
+        # Whatever one tick raises (a bug, a subscriber's error), the clock goes on: count it,
+        # log it, and let /health report it.
+        except Exception as exc:
+            self._tick_failed(exc)
             return []
         return samples
+
+    def _tick_failed(self, exc: Exception) -> None:
+        now = time.monotonic()
+        self.tick_errors += 1
+        self.last_tick_error = f"{type(exc).__name__}: {exc}"
+        self._error_at.append(now)
+        if now - self._error_logged_at < ERROR_LOG_INTERVAL_S:
+            self._errors_unlogged += 1
+            return
+        more = (
+            f" ({self._errors_unlogged} more since the last report)"
+            if self._errors_unlogged
+            else ""
+        )
+        logger.error("tick failed%s: %s", more, self.last_tick_error, exc_info=exc)
+        self._error_logged_at = now
+        self._errors_unlogged = 0
 
     async def run_for(self, duration_s: float) -> int:
         """Virtual time: run ``round(duration_s * tick_hz)`` ticks back to back; returns that."""
@@ -336,6 +409,7 @@ class Runner:
 
     async def _run_virtual(self) -> None:
         while True:
+            self._beat_at = time.monotonic()
             if self.engine.state is SimulationState.RUNNING:
                 self.tick()
                 await asyncio.sleep(0)
@@ -353,6 +427,7 @@ class Runner:
             due = anchor + k * period
             await self._sleep_until(loop, due)
             now = loop.time()
+            self._beat_at = time.monotonic()
             if self._reschedule or self.engine.tick_hz != tick_hz:  # set here or on the engine
                 self._reschedule = False
                 tick_hz = self.engine.tick_hz
@@ -360,7 +435,7 @@ class Runner:
                 anchor, k = now, 0
                 continue
             lag = max(0.0, now - due)
-            self._lags_s.append(lag)
+            self._lags.append((self._beat_at, lag))
             steps = 1
             if lag >= period:
                 late = int(lag // period)
@@ -385,7 +460,7 @@ class Runner:
     # ----- statistics --------------------------------------------------------------------------
     def stats(self) -> TickStats:
         """Tick counts and lag statistics of the recent ticks."""
-        lags = sorted(self._lags_s)
+        lags = sorted(lag for _, lag in self._lags)
         jitter = statistics.pstdev(lags) if len(lags) > 1 else 0.0
         return TickStats(
             ticks=self.ticks,
@@ -396,6 +471,24 @@ class Runner:
             lag_ms_max=(lags[-1] if lags else 0.0) * 1e3,
             jitter_ms=jitter * 1e3,
             window=len(lags),
+        )
+
+    def health(self, window_s: float = 10.0) -> RunnerHealth:
+        """Whether the tick loop lives, and its errors and lag over the last ``window_s`` s."""
+        now = time.monotonic()
+        since = now - window_s
+        lags = sorted(lag for at, lag in self._lags if at >= since)
+        crash = self._crash
+        return RunnerHealth(
+            running=self.running,
+            crashed=None if crash is None else f"{type(crash).__name__}: {crash}",
+            since_beat_s=None if self._beat_at is None else now - self._beat_at,
+            since_tick_s=None if self._tick_at is None else now - self._tick_at,
+            window_s=window_s,
+            recent_tick_errors=sum(1 for at in self._error_at if at >= since),
+            last_tick_error=self.last_tick_error,
+            recent_lag_ms_p99=_percentile(lags, 99) * 1e3,
+            recent_ticks=len(lags),
         )
 
 

@@ -280,7 +280,14 @@ class ClientsDropped(BaseModel):
 class Health(BaseModel):
     """``GET /health``."""
 
-    status: Literal["healthy"] = "healthy"
+    status: Literal["healthy", "degraded", "unhealthy"] = Field(
+        default="healthy",
+        description="healthy (HTTP 200); degraded: messages flow but ticks failed or ran late "
+        "recently, or a check failed; unhealthy: no messages are produced (HTTP 503 for both)",
+    )
+    reasons: list[str] = Field(
+        default_factory=list, description="Why the status is not healthy (empty when it is)"
+    )
     simulation_state: SimState
     base_bpm: float = Field(description="Resting heart rate of the default person, bpm")
     websocket_clients: int
@@ -301,6 +308,9 @@ class Health(BaseModel):
     tick_lag_ms: TickLag
     ticks: int
     ticks_skipped: int = Field(description="Ticks skipped because the loop was late")
+    tick_errors: int = Field(
+        default=0, description="Ticks that failed since the start (their messages were lost)"
+    )
     tick_hz: float
     clock: Literal["real", "virtual"]
     persons: int = Field(description="Number of simulated persons")

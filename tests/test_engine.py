@@ -1,3 +1,4 @@
+import concurrent.futures
 import math
 
 import numpy as np
@@ -248,3 +249,68 @@ def test_ids_beyond_the_retired_memory_restart_above_every_forgotten_seq(monkeyp
     assert seqs["a"] == 6 and seqs["d"] == 7
     engine.add_person(PersonProfile(person_id="new"))
     assert {s["person_id"]: s["seq"] for s in engine.advance(0.5)}["new"] == 6
+
+
+# ----- one owner ---------------------------------------------------------------------------------
+COMMANDS = {
+    "start": lambda e: e.start(),
+    "stop": lambda e: e.stop(),
+    "pause": lambda e: e.pause(),
+    "resume": lambda e: e.resume(),
+    "trigger_stress": lambda e: e.trigger_stress(0.5),
+    "set_baseline": lambda e: e.set_baseline(70),
+    "update_profile": lambda e: e.update_profile(resting_hr_bpm=70),
+    "configure": lambda e: e.configure(tick_hz=5),
+    "add_person": lambda e: e.add_person(),
+    "remove_person": lambda e: e.remove_person("p1"),
+    "advance": lambda e: e.advance(0.5),
+}
+
+
+def in_thread(fn):
+    """``fn()`` on another thread; its result, or the exception it raised."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        future = pool.submit(fn)
+        exc = future.exception()
+        return exc if exc is not None else future.result()
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_a_bound_engine_refuses_commands_from_other_threads(command):
+    engine = Engine(persons=2, seed=1)
+    engine.start()
+    engine.bind_owner()
+    before = (engine.state, engine.person_ids, engine.tick_hz, engine.profile("p0"), engine.t_s)
+    refused = in_thread(lambda: COMMANDS[command](engine))
+    assert isinstance(refused, RuntimeError)
+    assert f"Engine.{command} called from thread" in str(refused)
+    assert "handle.call(" in str(refused)  # says what to do instead
+    after = (engine.state, engine.person_ids, engine.tick_hz, engine.profile("p0"), engine.t_s)
+    assert after == before  # nothing changed
+    COMMANDS[command](engine)  # the owner may
+
+
+def test_reads_are_allowed_from_any_thread_and_ownership_can_end():
+    engine = Engine(persons=2, seed=1)
+    engine.start()
+    engine.advance(0.5)
+    alive = {"loop": True}
+    engine.bind_owner(lambda: alive["loop"])
+    assert in_thread(lambda: (engine.state, engine.person_ids, engine.latest()["seq"])) == (
+        SimulationState.RUNNING,
+        ["p0", "p1"],
+        1,
+    )
+    assert isinstance(in_thread(engine.stop), RuntimeError)
+    alive["loop"] = False  # the owner's loop has ended: anyone may use the engine again
+    assert in_thread(engine.stop) is True
+    engine.bind_owner()
+    assert isinstance(in_thread(engine.start), RuntimeError)
+    engine.release_owner()
+    assert in_thread(engine.start) is True
+
+
+def test_an_unbound_engine_works_from_any_thread():
+    engine = Engine(seed=1)
+    assert in_thread(engine.start) is True
+    assert len(in_thread(lambda: engine.advance(0.5))) == 1

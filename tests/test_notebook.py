@@ -330,6 +330,22 @@ async def test_thread_mode_keeps_serving_while_the_calling_loop_is_blocked() -> 
     await stopping
 
 
+def test_thread_mode_engine_is_changed_through_call_only() -> None:
+    h = start_server(port=None, tick_hz=20, seed=1, mode="thread")  # no loop here: a script
+    try:
+        with pytest.raises(RuntimeError, match=r"Engine\.stop called from thread .*handle\.call"):
+            h.engine.stop()  # from this thread it would race with the server's ticks
+        assert h.engine.state.value == "running"  # refused: nothing changed
+        assert h.call(h.engine.stop) is True
+        assert h.engine.state.value == "stopped"
+        with pytest.raises(RuntimeError, match=r"Runner\.attach_predictor called from thread"):
+            h.runner.attach_predictor(None)
+        h.detach_model()  # goes through call
+    finally:
+        h.stop()
+    assert h.engine.start() is True  # the server's loop has ended: the engine is free again
+
+
 @pytest.mark.parametrize("mode", ["loop", "thread"])
 async def test_subscribe_delivers_messages_on_the_callers_loop(mode: str) -> None:
     h = start_server(tick_hz=20, seed=1, mode=mode)  # type: ignore[arg-type]

@@ -130,3 +130,74 @@ def test_percentile_is_nearest_rank() -> None:
     values = sorted(float(v) for v in range(1, 101))
     assert _percentile(values, 50) == 50.0 and _percentile(values, 99) == 99.0
     assert _percentile([], 99) == 0.0
+
+
+async def test_any_exception_in_a_tick_is_counted_and_the_task_lives_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runner = make("real", tick_hz=50.0)
+    real_advance = runner.engine.advance
+    failures = {"left": 5}
+
+    def flaky(dt_s: float) -> list:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise IndexError("a bug")  # not a ValueError: the old catch list let it kill the task
+        return real_advance(dt_s)
+
+    runner.engine.advance = flaky  # type: ignore[method-assign]
+    runner.start()
+    await asyncio.wait_for(runner.hub.stream("p0").get(), 5)
+    assert runner.running and runner.tick_errors == 5
+    health = runner.health(window_s=60)
+    assert health.recent_tick_errors == 5 and health.last_tick_error == "IndexError: a bug"
+    assert health.crashed is None
+    # One traceback, not one per tick (at most every ERROR_LOG_INTERVAL_S).
+    assert len([r for r in caplog.records if "tick failed" in r.getMessage()]) == 1
+    await runner.stop()
+
+
+async def test_a_crash_of_the_task_is_recorded_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runner = make("virtual")
+
+    def crash(dt_s: float | None = None) -> list:
+        raise SystemError("broken")
+
+    runner.tick = crash  # type: ignore[method-assign]
+    runner.start()
+    await asyncio.sleep(0.05)
+    assert not runner.running
+    assert runner.health().crashed == "SystemError: broken"
+    assert any("tick loop died" in r.getMessage() for r in caplog.records)
+    del runner.tick
+    runner.start()  # a restart clears it
+    await asyncio.sleep(0.05)
+    assert runner.running and runner.health().crashed is None
+    await runner.stop()
+
+
+async def test_start_makes_the_loop_thread_the_engine_owner() -> None:
+    runner = make("virtual")
+    runner.engine.stop()
+    runner.start()
+
+    def from_another_thread(fn, *args):  # type: ignore[no-untyped-def]
+        try:
+            fn(*args)
+        except RuntimeError as exc:
+            return str(exc)
+        return None
+
+    for fn, args, name in [
+        (runner.engine.start, (), "Engine.start"),
+        (runner.tick, (0.1,), "Runner.tick"),
+        (runner.attach_predictor, (None,), "Runner.attach_predictor"),
+        (runner.set_tick_hz, (5.0,), "Engine.configure"),
+    ]:
+        message = await asyncio.to_thread(from_another_thread, fn, *args)
+        assert message is not None and message.startswith(f"{name} called from thread"), name
+    assert runner.tick_errors == 0 and runner.engine.tick_hz == 20.0
+    runner.engine.start()  # on the loop's thread: fine
+    await runner.stop()

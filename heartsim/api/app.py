@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from heartsim._version import __version__
 from heartsim.api.context import AppContext, WebSocketSettings
 from heartsim.api.errors import install_error_handlers
+from heartsim.api.health import HealthSettings
 from heartsim.api.logs import redact_logs
 from heartsim.api.metrics import HeartsimCollector
 from heartsim.api.openapi import install_openapi
@@ -67,6 +68,7 @@ def create_app(
     websocket: WebSocketSettings | None = None,
     allowed_hosts: Iterable[str] = (),
     ws_connect_limit: RateLimit | None = DEFAULT_WS_CONNECT_LIMIT,
+    health: HealthSettings | None = None,
 ) -> FastAPI:
     """Build the heartsim API for one simulation.
 
@@ -98,6 +100,9 @@ def create_app(
         (``"*.example.org"`` for subdomains, ``"*"`` for any); other ``Host`` headers get 400.
     ws_connect_limit
         Per-client limit on WebSocket handshakes (``None``: unlimited).
+    health
+        When ``GET /health`` answers 503 (tick lag limit, time window); checks can be added
+        to ``app.state.heartsim.health_checks``.
 
     Returns
     -------
@@ -128,6 +133,7 @@ def create_app(
         version=__version__,
         allowed_hosts=AllowedHosts(allowed_hosts),
         ws_connect_limiter=RateLimiter(ws_connect_limit) if ws_connect_limit is not None else None,
+        health=health if health is not None else HealthSettings(),
     )
     # The stream's handshakes are logged with their query string (?token=): redact them.
     redact_logs()

@@ -2,6 +2,11 @@
 
 Each app built by :func:`heartsim.api.create_app` carries one :class:`AppContext` in
 ``app.state.heartsim``; nothing lives at module level, so several apps (tests, notebooks) coexist.
+
+The engine, hub and runner belong to the event loop (see :mod:`heartsim.runner`). FastAPI runs
+plain ``def`` routes and dependencies on a thread pool, so every route and dependency that
+touches them is ``async def`` and never awaits while doing so: it then runs on the loop,
+between two ticks.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from starlette.requests import HTTPConnection
 
 from heartsim.api.errors import unknown_person
+from heartsim.api.health import HealthCheck, HealthSettings
 from heartsim.api.security import (
     AllowedHosts,
     RateLimiter,
@@ -95,6 +101,9 @@ class AppContext:
     #: WebSocket handshakes refused, and connections the server ended, by cause (see api.ws).
     ws_refused: collections.Counter[str] = field(default_factory=collections.Counter)
     ws_dropped: collections.Counter[str] = field(default_factory=collections.Counter)
+    health: HealthSettings = field(default_factory=HealthSettings)
+    #: Extra checks of ``GET /health`` (see :mod:`heartsim.api.health`), e.g. a store's.
+    health_checks: list[HealthCheck] = field(default_factory=list)
 
     @property
     def uptime_s(self) -> float:
@@ -107,8 +116,8 @@ def context_of(connection: HTTPConnection) -> AppContext:
     return connection.app.state.heartsim
 
 
-def get_ctx(request: Request) -> AppContext:
-    """Dependency: the app's context."""
+async def get_ctx(request: Request) -> AppContext:
+    """Dependency: the app's context (async: no thread-pool hop, see the module docstring)."""
     return context_of(request)
 
 
@@ -140,7 +149,7 @@ def _check_token(
         raise unauthorized()
 
 
-def control_guard(
+async def control_guard(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     query_token: Annotated[str | None, Depends(_query_token)],
@@ -159,7 +168,7 @@ def control_guard(
     _check_token(request, credentials, query_token)
 
 
-def read_guard(
+async def read_guard(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     query_token: Annotated[str | None, Depends(_query_token)],
@@ -180,7 +189,7 @@ def resolve_person(ctx: AppContext, person: str | None) -> str:
     return person
 
 
-def person_param(
+async def person_param(
     request: Request,
     person: Annotated[
         str | None,

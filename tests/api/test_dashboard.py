@@ -307,3 +307,25 @@ async def test_token_from_the_page_url_never_travels_in_a_url_and_401_without_it
     for seen in (dash, legacy, anonymous):
         assert_only_the_server_was_contacted(seen, server)
         assert seen.errors == []
+
+
+async def test_a_degraded_server_is_reported_and_its_health_report_still_used(
+    make_server: ServerFactory, browser: Browser
+) -> None:
+    server = await make_server(tick_hz=4)
+    checks = server.app.state.heartsim.health_checks
+    dash = await open_dashboard(browser, server)
+    page = dash.page
+    await expect(page.locator("#base-bpm")).to_have_text("65")  # p0 of seed 7
+    checks.append(lambda: "the store is unreachable")  # /health now answers 503
+    server.engine.set_baseline(64)  # only /health's report carries it to the page
+    await expect(dash.latest_message()).to_have_text(
+        re.compile("Server degraded: the store is unreachable"), timeout=2 * WAIT_MS
+    )
+    await expect(dash.latest_message()).to_have_class(re.compile(r"\bmsg-error\b"))
+    await expect(page.locator("#base-bpm")).to_have_text("64")
+    checks.clear()
+    await expect(dash.latest_message()).to_have_text(
+        re.compile("Server healthy again"), timeout=2 * WAIT_MS
+    )
+    assert dash.errors == []

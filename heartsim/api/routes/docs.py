@@ -39,7 +39,7 @@ def _openapi_url(request: Request) -> str:
 
 
 @router.get("/docs", response_class=HTMLResponse)
-def swagger_ui(request: Request) -> HTMLResponse:
+async def swagger_ui(request: Request) -> HTMLResponse:
     """Swagger UI: every operation, with "Try it out"."""
     page = get_swagger_ui_html(
         openapi_url=_openapi_url(request),
@@ -55,7 +55,7 @@ def swagger_ui(request: Request) -> HTMLResponse:
 
 
 @router.get("/redoc", response_class=HTMLResponse)
-def redoc(request: Request) -> HTMLResponse:
+async def redoc(request: Request) -> HTMLResponse:
     """ReDoc: the same document as one readable page."""
     page = get_redoc_html(
         openapi_url=_openapi_url(request),
@@ -70,7 +70,7 @@ def redoc(request: Request) -> HTMLResponse:
 
 @router.get("/docs/")
 @router.get("/redoc/")
-def without_slash(request: Request) -> RedirectResponse:
+async def without_slash(request: Request) -> RedirectResponse:
     """``/docs/`` → ``/docs``: a relative redirect, so it keeps any proxy prefix."""
     page = request.url.path.rstrip("/").rsplit("/", 1)[-1]
     return RedirectResponse(f"../{page}", status_code=308)

@@ -35,7 +35,7 @@ def _json_bytes(content: bytes | memoryview) -> Response:
     responses=error_responses(401, 404, 422),
     summary="Latest heartbeat sample",
 )
-def current(ctx: Ctx, person: PersonParam) -> Response:
+async def current(ctx: Ctx, person: PersonParam) -> Response:
     """The person's latest heartbeat message (the same JSON as the stream's).
 
     404 ``{"error": "No data available", "message": "Start simulation first using POST
@@ -58,7 +58,7 @@ def current(ctx: Ctx, person: PersonParam) -> Response:
     responses=error_responses(401, 404, 422),
     summary="Buffered heartbeat messages",
 )
-def history(
+async def history(
     ctx: Ctx,
     person: PersonParam,
     since: Annotated[
@@ -171,7 +171,7 @@ time (keepalive), 1009 message too big; 1000 the person was removed; 1001 server
     summary="WebSocket stream (documentation and handshake check)",
     description=_WS_DOC,
 )
-def websocket_doc(request: Request) -> Response:
+async def websocket_doc(request: Request) -> Response:
     """Plain HTTP on the WebSocket URL: the handshake's refusal, or how to connect."""
     admission = admit(request, context_of(request), handshake=False)
     if isinstance(admission, Refusal):

@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from heartsim.api.context import Ctx, PersonParam, read_guard
 from heartsim.api.errors import error_responses
+from heartsim.api.health import assess
 from heartsim.api.ws import clients_dropped_by_cause
 from heartsim.schema import ClientsDropped, Health, ModelStatus, TickLag, message_json_schema
 
@@ -25,7 +26,7 @@ router = APIRouter(tags=["meta"])
     responses={200: {"content": {"text/html": {}}, "description": "The dashboard page"}},
     summary="Live dashboard",
 )
-def dashboard() -> FileResponse:
+async def dashboard() -> FileResponse:
     """The live HTML dashboard (no CDN; its assets are under /static/)."""
     return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
@@ -33,22 +34,39 @@ def dashboard() -> FileResponse:
 @router.get(
     "/health",
     response_model=Health,
-    responses=error_responses(404),
+    responses={
+        503: {
+            "model": Health,
+            "description": "Degraded or unhealthy: the body is the same, `reasons` says why",
+        },
+        **error_responses(404),
+    },
     summary="Service health",
 )
-def health(ctx: Ctx, person: PersonParam) -> Health:
+async def health(ctx: Ctx, person: PersonParam, response: Response) -> Health:
     """Status, simulation state, clients, delivery counters, tick timing and the attached model.
 
+    200 with ``status: "healthy"``; 503 with ``"degraded"`` (messages flow, but a tick failed
+    or ticks ran late recently, or a registered check failed) or ``"unhealthy"`` (no messages
+    are produced: the tick loop crashed, stopped or is blocked), and ``reasons`` saying why.
+    The thresholds are ``AppContext.health`` (:class:`heartsim.api.health.HealthSettings`).
+
     Always public (liveness probes need no token). ``base_bpm`` is the person's (default
-    person's) resting heart rate. ``model.errors`` counts prediction failures (their messages
-    carried nulls; the stream went on).
+    person's) resting heart rate. ``tick_errors`` counts every failed tick since the start;
+    ``model.errors`` counts prediction failures (their messages carried nulls; the stream went
+    on).
     """
+    status, reasons = assess(ctx)
+    if status != "healthy":
+        response.status_code = 503
     engine = ctx.engine
     hub = ctx.hub.stats()
     ticks = ctx.runner.stats()
     model = ctx.runner.model_stats()
     dropped = clients_dropped_by_cause(ctx)
     return Health(
+        status=status,
+        reasons=reasons,
         simulation_state=engine.state.value,
         base_bpm=engine.profile(person).resting_hr_bpm,
         websocket_clients=ctx.websocket_clients,
@@ -67,6 +85,7 @@ def health(ctx: Ctx, person: PersonParam) -> Health:
         ),
         ticks=ticks.ticks,
         ticks_skipped=ticks.ticks_skipped,
+        tick_errors=ticks.tick_errors,
         tick_hz=engine.tick_hz,
         clock=ctx.runner.clock,
         persons=len(engine.person_ids),
@@ -91,7 +110,7 @@ def health(ctx: Ctx, person: PersonParam) -> Health:
     },
     summary="Prometheus metrics",
 )
-def metrics(ctx: Ctx) -> Response:
+async def metrics(ctx: Ctx) -> Response:
     """Counters and gauges in the Prometheus text format (a per-app registry)."""
     return Response(generate_latest(ctx.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -103,4 +122,5 @@ def metrics(ctx: Ctx) -> Response:
 )
 def messages_schema() -> dict[str, Any]:
     """The JSON Schema of every WebSocket message (heartbeat, connected, pong), versioned."""
+    # Plain def: it reads no state, and building the schema (~2 ms) is better off the loop.
     return message_json_schema()

@@ -54,7 +54,7 @@ def _fresh_id(existing: list[str]) -> str:
     responses=error_responses(401),
     summary="List persons",
 )
-def list_persons(ctx: Ctx) -> PersonList:
+async def list_persons(ctx: Ctx) -> PersonList:
     """Every simulated person with its profile; the default person first."""
     engine = ctx.engine
     return PersonList(
@@ -71,7 +71,7 @@ def list_persons(ctx: Ctx) -> PersonList:
     responses=error_responses(400, 401, 403, 409, 422, 429),
     summary="Add a person",
 )
-def add_person(ctx: Ctx, body: ProfileBody = None) -> PersonCreated:
+async def add_person(ctx: Ctx, body: ProfileBody = None) -> PersonCreated:
     """Add a person, simulated from now on; returns its id (``person_id`` or a fresh ``pN``).
 
     Every field is range-checked (422 names the field and its range); ``diastolic_mmhg``
@@ -102,7 +102,7 @@ def add_person(ctx: Ctx, body: ProfileBody = None) -> PersonCreated:
     responses=error_responses(401, 404),
     summary="One person",
 )
-def get_person(ctx: Ctx, person_id: PersonPath) -> Any:
+async def get_person(ctx: Ctx, person_id: PersonPath) -> Any:
     """The person's profile."""
     return _person(ctx, resolve_person(ctx, person_id))
 
@@ -114,7 +114,7 @@ def get_person(ctx: Ctx, person_id: PersonPath) -> Any:
     responses=error_responses(400, 401, 403, 404, 422, 429),
     summary="Change a person's profile",
 )
-def update_person(ctx: Ctx, person_id: PersonPath, body: ProfileBody = None) -> Any:
+async def update_person(ctx: Ctx, person_id: PersonPath, body: ProfileBody = None) -> Any:
     """Change profile fields of a live person (validated together: on 422 nothing changes)."""
     engine = ctx.engine
     person_id = resolve_person(ctx, person_id)
@@ -136,7 +136,7 @@ def update_person(ctx: Ctx, person_id: PersonPath, body: ProfileBody = None) -> 
     responses=error_responses(401, 403, 404, 409, 429),
     summary="Remove a person",
 )
-def remove_person(ctx: Ctx, person_id: PersonPath) -> PersonRemoved:
+async def remove_person(ctx: Ctx, person_id: PersonPath) -> PersonRemoved:
     """Remove the person; its WebSocket clients are closed (1000). The last person stays (409)."""
     person_id = resolve_person(ctx, person_id)
     try:

@@ -1,4 +1,9 @@
-"""Simulation control: start, stop, pause, resume, stress, baseline and configuration."""
+"""Simulation control: start, stop, pause, resume, stress, baseline and configuration.
+
+Every route is ``async def`` and never awaits: it runs on the event loop between two ticks,
+the engine's only owner (see :mod:`heartsim.api.context`). Each answer names the transition
+it made ("started", "resumed", "already running", ...).
+"""
 
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ def _status(message: str, state: SimulationState) -> SimulationStatus:
     responses=_CONTROL_ERRORS,
     summary="Start the simulation",
 )
-def start(ctx: Ctx, person: PersonParam) -> SimulationStatus:
+async def start(ctx: Ctx, person: PersonParam) -> SimulationStatus:
     """Start ticking with every person back at baseline (resumes if paused).
 
     Idempotent: when already running, answers 200 ``{"message": "Simulation already running",
@@ -56,15 +61,18 @@ def start(ctx: Ctx, person: PersonParam) -> SimulationStatus:
     responses=_CONTROL_ERRORS,
     summary="Stop the simulation",
 )
-def stop(ctx: Ctx, person: PersonParam) -> SimulationStatus:
+async def stop(ctx: Ctx, person: PersonParam) -> SimulationStatus:
     """Stop gracefully: no more messages until the next start (WebSocket clients stay connected).
 
     Idempotent: when already stopped, answers 200 ``{"message": "Simulation already stopped",
-    "state": "stopped"}``.
+    "state": "stopped"}``; from pause the message is "Simulation stopped (it was paused)".
     """
     engine = ctx.engine
+    was = engine.state
     if not engine.stop():
         return _status("Simulation already stopped", engine.state)
+    if was is SimulationState.PAUSED:
+        return _status("Simulation stopped (it was paused)", engine.state)
     return _status("Simulation stopped", engine.state)
 
 
@@ -75,7 +83,7 @@ def stop(ctx: Ctx, person: PersonParam) -> SimulationStatus:
     responses=_CONTROL_ERRORS,
     summary="Pause the simulation",
 )
-def pause(ctx: Ctx, person: PersonParam) -> SimulationStatus:
+async def pause(ctx: Ctx, person: PersonParam) -> SimulationStatus:
     """Freeze simulated time (no messages) without resetting anyone; idempotent."""
     engine = ctx.engine
     if engine.pause():
@@ -90,7 +98,7 @@ def pause(ctx: Ctx, person: PersonParam) -> SimulationStatus:
     responses=_CONTROL_ERRORS,
     summary="Resume a paused simulation",
 )
-def resume(ctx: Ctx, person: PersonParam) -> SimulationStatus:
+async def resume(ctx: Ctx, person: PersonParam) -> SimulationStatus:
     """Continue after pause; idempotent."""
     engine = ctx.engine
     if engine.resume():
@@ -105,7 +113,7 @@ def resume(ctx: Ctx, person: PersonParam) -> SimulationStatus:
     responses=error_responses(400, 401, 403, 404, 422, 429),
     summary="Trigger an acute stress episode",
 )
-def trigger_stress(
+async def trigger_stress(
     ctx: Ctx,
     person: PersonParam,
     stress_level: Annotated[
@@ -155,7 +163,7 @@ def trigger_stress(
     responses=_CONTROL_ERRORS,
     summary="Set the resting heart rate",
 )
-def set_baseline(
+async def set_baseline(
     ctx: Ctx,
     person: PersonParam,
     bpm: Annotated[
@@ -196,7 +204,7 @@ def _config(ctx: Ctx) -> SimulationConfig:
     responses=error_responses(401, 404),
     summary="Simulation parameters",
 )
-def get_config(ctx: Ctx, person: PersonParam) -> SimulationConfig:
+async def get_config(ctx: Ctx, person: PersonParam) -> SimulationConfig:
     """The tick rate and spontaneous stress rate (profiles: GET /persons)."""
     return _config(ctx)
 
@@ -208,7 +216,7 @@ def get_config(ctx: Ctx, person: PersonParam) -> SimulationConfig:
     responses=_CONTROL_ERRORS,
     summary="Change simulation parameters",
 )
-def set_config(
+async def set_config(
     ctx: Ctx,
     person: PersonParam,
     tick_hz: Annotated[

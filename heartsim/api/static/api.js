@@ -16,12 +16,13 @@ function base64url(text) {
 
 /** An error answer of the API: `status` plus the server's `{error, message}` body. */
 export class ApiError extends Error {
-  constructor(status, title, message, retryAfter = null) {
+  constructor(status, title, message, retryAfter = null, body = null) {
     super(message);
     this.name = "ApiError";
     this.status = status;
     this.title = title;
     this.retryAfter = retryAfter;
+    this.body = body; // the decoded answer (e.g. /health's report with a 503), or null
   }
 
   /** One line for the user, e.g. "422 Invalid parameter: bpm must be between 40 and 120". */
@@ -86,6 +87,6 @@ export class Api {
     if (response.ok) return body;
     const title = body?.error ?? response.statusText ?? "Error";
     const message = body?.message ?? (body ? JSON.stringify(body) : "no details");
-    throw new ApiError(response.status, title, message, response.headers.get("Retry-After"));
+    throw new ApiError(response.status, title, message, response.headers.get("Retry-After"), body);
   }
 }

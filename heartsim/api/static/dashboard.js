@@ -201,15 +201,26 @@ function selectPerson(person) {
   if ([...select.options].some((option) => option.value === person)) select.value = person;
 }
 
+let serverHealth = "healthy";
+
 async function pollHealth() {
+  let health;
   try {
-    const health = await api.get("/health", { person: stream.person });
-    showSimState(health.simulation_state);
-    showBaseline(health.base_bpm);
-    if (health.persons !== $("person-select").options.length) await loadPersons();
-  } catch {
-    // The connection status already tells the user when the server is unreachable.
+    health = await api.get("/health", { person: stream.person });
+  } catch (err) {
+    // A 503 still carries the report (status "degraded" or "unhealthy" and its reasons). Other
+    // failures: the connection status already tells the user when the server is unreachable.
+    if (!(err instanceof ApiError && err.status === 503 && err.body?.status)) return;
+    health = err.body;
   }
+  if (health.status !== serverHealth) {
+    if (health.status === "healthy") say("Server healthy again", "ok");
+    else say(`Server ${health.status}: ${(health.reasons ?? []).join("; ")}`, "error");
+    serverHealth = health.status;
+  }
+  showSimState(health.simulation_state);
+  showBaseline(health.base_bpm);
+  if (health.persons !== $("person-select").options.length) await loadPersons();
 }
 
 // ----- controls -------------------------------------------------------------------------------
