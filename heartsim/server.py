@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from heartsim.api import DEFAULT_RATE_LIMIT, RateLimit, WebSocketSettings, create_app
+from heartsim.api.limits import DEFAULT_MAX_BODY_BYTES, PredictLimits
 from heartsim.engine import Engine
 from heartsim.hub import Hub
 from heartsim.options import DEFAULT_HOST, DEFAULT_PORT
@@ -101,6 +102,9 @@ class HeartsimServer:
         Engine settings when ``engine`` is ``None``.
     token, public_read, cors_origins, max_clients, rate_limit, websocket
         Access control and delivery settings, see :func:`heartsim.api.create_app`.
+    max_body_bytes, predict_limits
+        Request bounds (body size; POST /predict's concurrency and rate), see
+        :func:`heartsim.api.create_app`.
     insecure
         Allow a non-loopback ``host`` without a ``token`` (anyone who can reach the port can
         then control the simulation); refused otherwise.
@@ -134,6 +138,8 @@ class HeartsimServer:
         max_clients: int = 1000,
         rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
         websocket: WebSocketSettings | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        predict_limits: PredictLimits | None = None,
         insecure: bool = False,
         clock: Clock = "real",
         autostart: bool = False,
@@ -163,6 +169,8 @@ class HeartsimServer:
             max_clients=max_clients,
             rate_limit=rate_limit,
             websocket=websocket,
+            max_body_bytes=max_body_bytes,
+            predict_limits=predict_limits,
         )
         self.host = host
         self._requested_port = port

@@ -13,6 +13,13 @@ from fastapi.staticfiles import StaticFiles
 from heartsim._version import __version__
 from heartsim.api.context import AppContext, WebSocketSettings
 from heartsim.api.errors import install_error_handlers
+from heartsim.api.limits import (
+    DEFAULT_MAX_BODY_BYTES,
+    BodySizeLimit,
+    PredictGate,
+    PredictLimits,
+    RefusedRequests,
+)
 from heartsim.api.metrics import HeartsimCollector
 from heartsim.api.routes import heartbeat, meta, persons, predict, simulation
 from heartsim.api.routes.meta import STATIC_DIR
@@ -37,10 +44,12 @@ _DESCRIPTION = f"""Virtual persons whose hearts respond to stress, streamed live
   a client (GET /health: `model`).
 * **Errors**: always `{{"error": ..., "message": ...}}`; 422 bodies name the field and its
   allowed range.
-* **Security**: when the server has a token, control routes (POST, PATCH, DELETE, except
-  POST /predict, which changes nothing) and the WebSocket need it (`Authorization: Bearer
-  TOKEN` or `?token=TOKEN`); read routes and POST /predict too when public reads are off.
-  Control routes are rate-limited per client (429 + Retry-After).
+* **Security**: when the server has a token, control routes (POST, PATCH, DELETE), POST
+  /predict (its scoring costs CPU) and the WebSocket need it (`Authorization: Bearer TOKEN`
+  or `?token=TOKEN`); read routes too when public reads are off. Control routes and POST
+  /predict are rate-limited per client, each in its own bucket (429 + Retry-After).
+* **Limits**: request bodies over 1 MiB (the default) get 413; POST /predict scores at most
+  10000 RR intervals, a few requests at once (503 + Retry-After when all slots stay busy).
 """
 
 
@@ -55,6 +64,8 @@ def create_app(
     max_clients: int = 1000,
     rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
     websocket: WebSocketSettings | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    predict_limits: PredictLimits | None = None,
 ) -> FastAPI:
     """Build the heartsim API for one simulation.
 
@@ -81,6 +92,12 @@ def create_app(
         Per-client limit on control routes (``None``: unlimited).
     websocket
         WebSocket delivery tuning (slow-client bounds, message size cap).
+    max_body_bytes
+        Largest HTTP request body accepted, bytes; larger ones get 413 before they are read
+        (default 1 MiB, room for POST /predict's largest request).
+    predict_limits
+        Bounds on POST /predict (concurrent scorings, wait for a slot, per-client rate);
+        :class:`~heartsim.api.limits.PredictLimits` defaults if ``None``.
 
     Returns
     -------
@@ -98,6 +115,7 @@ def create_app(
     runner = runner if runner is not None else Runner(engine, hub)
     if max_clients < 0:
         raise ValueError(f"max_clients must be >= 0, got {max_clients!r}")
+    refused = RefusedRequests()
     ctx = AppContext(
         engine=engine,
         hub=hub,
@@ -109,6 +127,8 @@ def create_app(
         limiter=RateLimiter(rate_limit) if rate_limit is not None else None,
         ws=websocket if websocket is not None else WebSocketSettings(),
         version=__version__,
+        refused=refused,
+        predict=PredictGate(predict_limits, refused),
     )
     ctx.registry.register(HeartsimCollector(ctx))
 
@@ -144,6 +164,8 @@ def create_app(
     for router in routers:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    # Inside CORS, so that a browser can read the 413.
+    app.add_middleware(BodySizeLimit, max_body_bytes=max_body_bytes, refused=refused)
     if ctx.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -49,6 +49,16 @@ class HeartsimCollector(Collector):
         ]  # fmt: skip
         for name, doc, value in counters:
             yield CounterMetricFamily(name, doc, value=value)
+        refused = CounterMetricFamily(
+            "heartsim_requests_refused",
+            "Requests refused by the bounds: body over max_body_bytes (413), POST /predict "
+            "over its rate (429) or with every scoring slot busy (503)",
+            labels=["reason"],
+        )
+        refused.add_metric(["body_too_large"], ctx.refused.body_too_large)
+        refused.add_metric(["predict_rate_limited"], ctx.refused.predict_rate_limited)
+        refused.add_metric(["predict_busy"], ctx.refused.predict_busy)
+        yield refused
         gauges = [
             ("heartsim_websocket_clients", "Connected WebSocket clients", ctx.websocket_clients),
             ("heartsim_subscribers", "Hub subscribers", hub.subscribers),
