@@ -47,6 +47,10 @@ SPONTANEOUS_LEVEL = (0.65, 0.95)
 SPONTANEOUS_DURATION_S = (20.0, 60.0)
 
 
+class PersonLimitError(ValueError):
+    """Adding a person would exceed the engine's ``max_persons``."""
+
+
 class SimulationState(str, Enum):
     """Run state of an :class:`Engine`."""
 
@@ -89,6 +93,9 @@ class Engine:
         Mean rate (episodes per hour and person) of spontaneous stress episodes; 0 disables.
     epoch_s
         Wall-clock epoch seconds that simulation time 0 maps to (``timestamp``/``ts`` fields).
+    max_persons
+        Most persons at once (``None``: no cap beyond 100,000 at creation); :meth:`add_person`
+        beyond it raises :class:`PersonLimitError`. The server's default is 1,000.
 
     Examples
     --------
@@ -107,7 +114,13 @@ class Engine:
         *,
         spontaneous_stress_per_h: float = 0.0,
         epoch_s: float = 0.0,
+        max_persons: int | None = None,
     ) -> None:
+        if max_persons is not None and (
+            isinstance(max_persons, bool) or not isinstance(max_persons, int) or max_persons < 1
+        ):
+            raise ValueError(f"max_persons must be an integer >= 1 or None, got {max_persons!r}")
+        self.max_persons = max_persons
         self.tick_hz = _check_range("tick_hz", tick_hz, MIN_TICK_HZ, MAX_TICK_HZ)
         self.spontaneous_stress_per_h = _check_range(
             "spontaneous_stress_per_h", spontaneous_stress_per_h, 0.0, MAX_SPONTANEOUS_PER_H
@@ -117,6 +130,9 @@ class Engine:
                 raise ValueError(f"persons must be between 1 and 100000, got {persons!r}")
         elif not persons or not all(isinstance(p, PersonProfile) for p in persons):
             raise ValueError("persons must be a positive count or a non-empty list of profiles")
+        count = int(persons) if isinstance(persons, (int, np.integer)) else len(persons)
+        if max_persons is not None and count > max_persons:
+            raise ValueError(f"persons ({count}) exceeds max_persons ({max_persons})")
         population_seed, sim_seed = np.random.SeedSequence(seed).spawn(2)
         if isinstance(persons, (int, np.integer)):
             persons = sample_population(int(persons), seed=population_seed)
@@ -148,7 +164,15 @@ class Engine:
         return self._persons[self._resolve(person)].profile
 
     def add_person(self, profile: PersonProfile | None = None) -> str:
-        """Add a person (a drawn profile if ``None``); returns its id. Takes effect immediately."""
+        """Add a person (a drawn profile if ``None``); returns its id. Takes effect immediately.
+
+        Raises :class:`PersonLimitError` (a ``ValueError``) at ``max_persons``.
+        """
+        if self.max_persons is not None and len(self._persons) >= self.max_persons:
+            raise PersonLimitError(
+                f"max_persons ({self.max_persons}) reached: remove a person first, or raise the "
+                "limit (heartsim serve --max-persons)"
+            )
         if profile is None:
             drawn = sample_population(1, seed=self._rng.integers(2**63))[0]
             profile = drawn.replace(person_id=self._fresh_id())

@@ -209,3 +209,20 @@ def test_timestamps_follow_the_epoch():
     assert sample["ts"] == 1_700_000_000.5
     assert sample["timestamp"] == "2023-11-14T22:13:20.500000Z"
     assert math.isfinite(sample["variability"])
+
+
+def test_max_persons_caps_construction_and_add_person():
+    from heartsim.engine import PersonLimitError
+
+    with pytest.raises(ValueError, match=r"persons \(3\) exceeds max_persons \(2\)"):
+        Engine(persons=3, max_persons=2)
+    with pytest.raises(ValueError, match="max_persons must be an integer >= 1"):
+        Engine(max_persons=0)
+    engine = Engine(persons=1, seed=2, max_persons=2)
+    assert engine.add_person() == "p1"
+    with pytest.raises(PersonLimitError, match=r"max_persons \(2\) reached"):
+        engine.add_person(PersonProfile(person_id="carol"))
+    assert engine.person_ids == ["p0", "p1"]  # unchanged
+    engine.remove_person("p1")
+    assert engine.add_person(PersonProfile(person_id="carol")) == "carol"
+    assert Engine(persons=5).max_persons is None  # no cap unless asked (batch simulate)

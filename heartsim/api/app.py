@@ -49,7 +49,10 @@ _DESCRIPTION = f"""Virtual persons whose hearts respond to stress, streamed live
   or `?token=TOKEN`); read routes too when public reads are off. Control routes and POST
   /predict are rate-limited per client, each in its own bucket (429 + Retry-After).
 * **Limits**: request bodies over 1 MiB (the default) get 413; POST /predict scores at most
-  10000 RR intervals, a few requests at once (503 + Retry-After when all slots stay busy).
+  10000 RR intervals, a few requests at once (503 + Retry-After when all slots stay busy);
+  POST /persons beyond the server's max_persons gets 409. The message history shares one
+  memory budget: once full, the oldest messages go first and replays report them as
+  `missed` (GET /health: `history_window_s`).
 """
 
 

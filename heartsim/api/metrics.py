@@ -46,6 +46,8 @@ class HeartsimCollector(Collector):
              model.errors),
             ("heartsim_model_inference_seconds", "Time spent predicting in ticks",
              model.inference_s),
+            ("heartsim_history_evicted", "Messages dropped from the history by its budget",
+             hub.history_evicted),
         ]  # fmt: skip
         for name, doc, value in counters:
             yield CounterMetricFamily(name, doc, value=value)
@@ -69,6 +71,10 @@ class HeartsimCollector(Collector):
              float(ctx.engine.state is SimulationState.RUNNING)),
             ("heartsim_model_attached", "1 while a model fills the predictions",
              float(model.attached)),
+            ("heartsim_history_bytes", "Memory of the message history, bytes",
+             hub.history_bytes),
+            ("heartsim_history_window_seconds", "Simulation time the history spans",
+             hub.history_window_s),
         ]  # fmt: skip
         for name, doc, value in gauges:
             yield GaugeMetricFamily(name, doc, value=value)

@@ -40,7 +40,8 @@ def health(ctx: Ctx, person: PersonParam) -> Health:
 
     Always public (liveness probes need no token). ``base_bpm`` is the person's (default
     person's) resting heart rate. ``model.errors`` counts prediction failures (their messages
-    carried nulls; the stream went on).
+    carried nulls; the stream went on). ``history_*``: the memory the message history takes,
+    its budget, the messages the budget dropped and how far back replay reaches.
     """
     engine = ctx.engine
     hub = ctx.hub.stats()
@@ -75,6 +76,11 @@ def health(ctx: Ctx, person: PersonParam) -> Health:
             errors=model.errors,
             last_error=model.last_error,
         ),
+        max_persons=engine.max_persons,
+        history_bytes=hub.history_bytes,
+        history_budget_bytes=hub.history_budget_bytes,
+        history_evicted=hub.history_evicted,
+        history_window_s=round(hub.history_window_s, 3),
     )
 
 
