@@ -53,6 +53,10 @@ MAX_RETIRED_IDS = 100_000
 _EPOCH_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
+class PersonLimitError(ValueError):
+    """Adding a person would exceed the engine's ``max_persons``."""
+
+
 class SimulationState(str, Enum):
     """Run state of an :class:`Engine`."""
 
@@ -106,6 +110,9 @@ class Engine:
         again. A consumer that sees the epoch change knows that ``seq`` values of the old and
         new epoch are unrelated (the server was restarted). ``None`` draws a random one;
         1 to 64 characters from ``A-Z a-z 0-9 . _ -``.
+    max_persons
+        Most persons at once (``None``: no cap beyond 100,000 at creation); :meth:`add_person`
+        beyond it raises :class:`PersonLimitError`. The server's default is 1,000.
 
     Examples
     --------
@@ -125,6 +132,7 @@ class Engine:
         spontaneous_stress_per_h: float = 0.0,
         epoch_s: float = 0.0,
         epoch: str | None = None,
+        max_persons: int | None = None,
     ) -> None:
         if epoch is None:
             epoch = secrets.token_hex(8)
@@ -133,6 +141,11 @@ class Engine:
                 f"epoch must be 1 to 64 characters from A-Z a-z 0-9 . _ -, got {epoch!r}"
             )
         self.epoch = epoch
+        if max_persons is not None and (
+            isinstance(max_persons, bool) or not isinstance(max_persons, int) or max_persons < 1
+        ):
+            raise ValueError(f"max_persons must be an integer >= 1 or None, got {max_persons!r}")
+        self.max_persons = max_persons
         self.tick_hz = _check_range("tick_hz", tick_hz, MIN_TICK_HZ, MAX_TICK_HZ)
         self.spontaneous_stress_per_h = _check_range(
             "spontaneous_stress_per_h", spontaneous_stress_per_h, 0.0, MAX_SPONTANEOUS_PER_H
@@ -142,6 +155,9 @@ class Engine:
                 raise ValueError(f"persons must be between 1 and 100000, got {persons!r}")
         elif not persons or not all(isinstance(p, PersonProfile) for p in persons):
             raise ValueError("persons must be a positive count or a non-empty list of profiles")
+        count = int(persons) if isinstance(persons, (int, np.integer)) else len(persons)
+        if max_persons is not None and count > max_persons:
+            raise ValueError(f"persons ({count}) exceeds max_persons ({max_persons})")
         population_seed, sim_seed = np.random.SeedSequence(seed).spawn(2)
         if isinstance(persons, (int, np.integer)):
             persons = sample_population(int(persons), seed=population_seed)
@@ -212,8 +228,16 @@ class Engine:
         return self._persons[self._resolve(person)].profile
 
     def add_person(self, profile: PersonProfile | None = None) -> str:
-        """Add a person (a drawn profile if ``None``); returns its id. Takes effect immediately."""
+        """Add a person (a drawn profile if ``None``); returns its id. Takes effect immediately.
+
+        Raises :class:`PersonLimitError` (a ``ValueError``) at ``max_persons``.
+        """
         self.check_owner("Engine.add_person")
+        if self.max_persons is not None and len(self._persons) >= self.max_persons:
+            raise PersonLimitError(
+                f"max_persons ({self.max_persons}) reached: remove a person first, or raise the "
+                "limit (heartsim serve --max-persons)"
+            )
         if profile is None:
             drawn = sample_population(1, seed=self._rng.integers(2**63))[0]
             profile = drawn.replace(person_id=self._fresh_id())

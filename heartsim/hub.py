@@ -6,7 +6,9 @@ The runner publishes each tick's samples here. The hub
   ready-made WebSocket text frame, so a thousand WebSocket clients cost one encoding and
   one framing, not a thousand;
 - keeps a bounded per-person history (:class:`History`) for ``GET /heartbeat/history`` and
-  for WebSocket ``?since=`` replay;
+  for WebSocket ``?since=`` replay, within one byte budget for all persons together
+  (``history_bytes``): once it is reached, the globally oldest messages go first, so the
+  history kept gets shorter (not the stream) as persons or the tick rate grow;
 - hands each message to every subscriber of its person. A subscriber's :meth:`~Subscriber.deliver`
   never blocks: it either takes the message into its own bounded buffer or reports overflow,
   upon which the hub disconnects it and counts it. A slow subscriber therefore never delays
@@ -113,33 +115,60 @@ class Message:
 
 
 # ----- history ---------------------------------------------------------------------------------
+#: Bytes one buffered message costs beyond its frame (measured with tracemalloc: the entry
+#: tuple, its seq and t objects, the bytes object's header, the deque slots; ~155 to 170).
+#: A message accounts ``len(frame) + ENTRY_OVERHEAD_BYTES`` against the hub's budget.
+ENTRY_OVERHEAD_BYTES = 180
+#: Default budget of all persons' histories together, bytes.
+DEFAULT_HISTORY_BYTES = 512 * 2**20
+
+
 class History:
     """Bounded history of one person's messages, oldest first.
 
     Keeps the messages of the last ``history_s`` seconds of simulation time, and at most
-    ``max_messages`` of them. Entries are stored as plain tuples of ints, floats and bytes,
+    ``max_messages`` of them (the :class:`Hub` may drop more of the oldest to stay within its
+    byte budget). Entries are stored as plain tuples of ints, floats and bytes,
     which the garbage collector stops tracking: a long history (10 min of 1,000 persons at
     2 Hz is 1.2 million messages) does not lengthen full collections, which pause the loop.
     """
 
-    __slots__ = ("_entries", "_person_id", "history_s")
+    __slots__ = ("_entries", "_person_id", "_tokens", "history_s", "max_messages")
 
     def __init__(self, history_s: float, max_messages: int) -> None:
         self.history_s = history_s
+        self.max_messages = max_messages
         self._person_id = ""
         # (seq, t, frame, payload offset)
-        self._entries: collections.deque[tuple[int, float, bytes, int]] = collections.deque(
-            maxlen=max_messages
-        )
+        self._entries: collections.deque[tuple[int, float, bytes, int]] = collections.deque()
+        # This history's entries in the hub's global age order (see Hub._trim).
+        self._tokens = 0
 
-    def append(self, message: Message) -> None:
-        """Add ``message`` (newer than every buffered one) and forget what is too old."""
+    def append(self, message: Message) -> int:
+        """Add ``message`` (newer than every buffered one) and forget what is too old.
+
+        Returns the accounted bytes of the messages forgotten (see
+        :data:`ENTRY_OVERHEAD_BYTES`).
+        """
         self._person_id = message.person_id
         entries = self._entries
+        freed = 0
+        if len(entries) >= self.max_messages:
+            freed += len(entries.popleft()[2]) + ENTRY_OVERHEAD_BYTES
         entries.append((message.seq, message.t, message.frame, message.payload_offset))
         horizon = message.t - self.history_s
         while entries[0][1] < horizon:
-            entries.popleft()
+            freed += len(entries.popleft()[2]) + ENTRY_OVERHEAD_BYTES
+        return freed
+
+    @property
+    def nbytes(self) -> int:
+        """Accounted size of the buffered messages, bytes (O(n): for occasional use)."""
+        return sum(len(entry[2]) for entry in self._entries) + ENTRY_OVERHEAD_BYTES * len(self)
+
+    def clear(self) -> None:
+        """Forget every message."""
+        self._entries.clear()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -153,9 +182,19 @@ class History:
         return self._entries[0][0] if self._entries else None
 
     @property
+    def oldest_t(self) -> float | None:
+        """Simulation time (s) of the oldest buffered message."""
+        return self._entries[0][1] if self._entries else None
+
+    @property
     def latest_seq(self) -> int | None:
         """seq of the newest buffered message."""
         return self._entries[-1][0] if self._entries else None
+
+    @property
+    def latest_t(self) -> float | None:
+        """Simulation time (s) of the newest buffered message."""
+        return self._entries[-1][1] if self._entries else None
 
     @property
     def latest(self) -> Message | None:
@@ -364,6 +403,14 @@ class HubStats:
     messages_dropped: int
     clients_dropped: int
     subscribers: int
+    #: Accounted size of every person's history, bytes.
+    history_bytes: int
+    #: The budget of ``history_bytes`` (``None``: unlimited).
+    history_budget_bytes: int | None
+    #: Messages dropped from the history (oldest first) to stay within the budget.
+    history_evicted: int
+    #: Simulation time (s) the history spans now, oldest message of anyone to the newest.
+    history_window_s: float
 
 
 @dataclass(frozen=True)
@@ -404,6 +451,13 @@ class Hub:
         Seconds of simulation history kept per person (default 10 minutes).
     max_history
         Hard cap on buffered messages per person (default: 10 minutes at 50 Hz).
+    history_bytes
+        Budget of all persons' histories together, bytes (default 512 MiB; ``None``:
+        unlimited). Each message counts its frame plus :data:`ENTRY_OVERHEAD_BYTES`. When a
+        publish exceeds it, the oldest messages of all persons go first (each person keeps
+        at least its newest), so the history spans less than ``history_s`` rather than
+        growing: 1,000 persons at 50 Hz (~500 bytes a message, 25 MB/s) keep ~20 s.
+        ``?since=`` replays then report the messages no longer buffered as ``missed``.
     """
 
     def __init__(
@@ -412,16 +466,33 @@ class Hub:
         *,
         history_s: float = 600.0,
         max_history: int = 30_000,
+        history_bytes: int | None = DEFAULT_HISTORY_BYTES,
     ) -> None:
         if history_s <= 0 or max_history < 1:
             raise ValueError(
                 f"history_s must be > 0 and max_history >= 1, got {history_s!r}, {max_history!r}"
             )
+        if history_bytes is not None and (
+            isinstance(history_bytes, bool)
+            or not isinstance(history_bytes, int)
+            or history_bytes < 1
+        ):
+            raise ValueError(
+                f"history_bytes must be an integer >= 1 or None, got {history_bytes!r}"
+            )
         self.backend = backend if backend is not None else LocalBackend()
         self.backend.bind(self._fan_out)
         self.history_s = float(history_s)
         self.max_history = int(max_history)
+        self.history_budget_bytes = history_bytes
         self._histories: dict[str, History] = {}
+        # Every buffered message's history, in publish order (oldest first): the global age
+        # order the budget trims in. Entries of messages already gone (too old, person
+        # removed) are skipped when they reach the front (see _trim).
+        self._age_order: collections.deque[History] = collections.deque()
+        self._history_bytes = 0
+        self._latest_t = 0.0
+        self.history_evicted = 0
         self._subscribers: dict[str, dict[int, Subscriber]] = {}
         self._count = 0
         self.messages_published = 0
@@ -439,16 +510,70 @@ class Hub:
 
     def _fan_out(self, messages: Sequence[Message]) -> None:
         histories = self._histories
+        age_order = self._age_order
+        grown = 0
         for message in messages:
             person = message.person_id
             history = histories.get(person)
             if history is None:
                 history = histories[person] = History(self.history_s, self.max_history)
-            history.append(message)
+            grown += len(message.frame) + ENTRY_OVERHEAD_BYTES - history.append(message)
+            history._tokens += 1
+            age_order.append(history)
             self.messages_published += 1
             subscribers = self._subscribers.get(person)
             if subscribers:
                 self._deliver(message, subscribers)
+        self._history_bytes += grown
+        if messages:
+            self._latest_t = messages[-1].t
+        self._trim()
+
+    def _trim(self) -> None:
+        """Drop the globally oldest messages until the histories fit the budget.
+
+        Each message left one token (its history) in ``_age_order``; the front token stands
+        for the oldest message of all (see :meth:`_oldest_history`). It goes while over
+        budget, except a person's newest message, which stays (its token moves to the back).
+        Amortised O(1) per published message.
+        """
+        budget = self.history_budget_bytes
+        if budget is not None and self._history_bytes > budget:
+            order = self._age_order
+            used = self._history_bytes
+            evicted = kept_newest = 0
+            while order and used > budget and kept_newest <= len(order):
+                history = order.popleft()
+                entries = history._entries
+                if history._tokens > len(entries):  # a stale token: its message is gone
+                    history._tokens -= 1
+                elif len(entries) > 1:
+                    history._tokens -= 1
+                    used -= len(entries.popleft()[2]) + ENTRY_OVERHEAD_BYTES
+                    evicted += 1
+                else:
+                    order.append(history)
+                    kept_newest += 1
+            self._history_bytes = used
+            self.history_evicted += evicted
+        self._oldest_history()  # sheds the stale tokens at the front
+
+    def _oldest_history(self) -> History | None:
+        """The history holding the oldest buffered message of all, at the front of the age
+        order, after discarding the stale tokens before it.
+
+        Messages leave a history oldest first (too old, over its count cap, person removed),
+        so a history with more tokens than messages owns stale tokens, and its oldest token
+        is one of them.
+        """
+        order = self._age_order
+        while order:
+            history = order[0]
+            if history._tokens <= len(history._entries):
+                return history
+            order.popleft()  # its message is gone already
+            history._tokens -= 1
+        return None
 
     def _deliver(self, message: Message, subscribers: dict[int, Subscriber]) -> None:
         # The hot loop: one call per subscriber and message; nothing here may block or await.
@@ -530,7 +655,10 @@ class Hub:
 
     def drop_person(self, person_id: str) -> None:
         """Forget ``person_id``'s history and close its subscribers (the person was removed)."""
-        self._histories.pop(person_id, None)
+        history = self._histories.pop(person_id, None)
+        if history is not None:
+            self._history_bytes -= history.nbytes
+            history.clear()  # its tokens in the age order are now stale
         for subscriber in list(self._subscribers.pop(person_id, {}).values()):
             self._count -= 1
             subscriber.close(CLOSE_NORMAL, f"person {person_id} was removed")
@@ -558,6 +686,18 @@ class Hub:
             return self._count
         return len(self._subscribers.get(person_id, ()))
 
+    @property
+    def history_bytes(self) -> int:
+        """Accounted size of every person's history now, bytes."""
+        return self._history_bytes
+
+    def history_window_s(self) -> float:
+        """Simulation time (s) the history spans: the oldest buffered message of anyone to
+        the newest published one."""
+        oldest = self._oldest_history()
+        oldest_t = oldest.oldest_t if oldest is not None else None
+        return max(0.0, self._latest_t - oldest_t) if oldest_t is not None else 0.0
+
     def stats(self) -> HubStats:
         """A snapshot of the counters."""
         return HubStats(
@@ -566,4 +706,8 @@ class Hub:
             self.messages_dropped,
             self.clients_dropped,
             self._count,
+            self._history_bytes,
+            self.history_budget_bytes,
+            self.history_evicted,
+            self.history_window_s(),
         )

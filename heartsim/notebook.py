@@ -729,7 +729,8 @@ def start_server(
     **server_settings
         Further :class:`heartsim.server.HeartsimServer` arguments: ``engine``,
         ``spontaneous_stress_per_h``, ``public_read``, ``cors_origins``, ``max_clients``,
-        ``rate_limit``, ``websocket``, ``insecure``, ``clock``, ``log_level``.
+        ``rate_limit``, ``websocket``, ``max_body_bytes``, ``predict_limits``,
+        ``max_persons``, ``history_bytes``, ``insecure``, ``clock``, ``log_level``.
 
     Returns
     -------

@@ -12,6 +12,10 @@ import os
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8001
+#: Most persons a server simulates at once (POST /persons beyond it: 409).
+DEFAULT_MAX_PERSONS = 1000
+#: Memory budget of all persons' message history together, MB (MiB).
+DEFAULT_HISTORY_MB = 512.0
 #: Default WebSocket handshake limit per client address (heartsim.api's
 #: ``DEFAULT_WS_CONNECT_LIMIT``, repeated here to keep the server stack out of the parser).
 DEFAULT_WS_CONNECTS_PER_S = 20.0
@@ -61,6 +65,19 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--persons", type=int, default=1, help="virtual persons (default %(default)s)"
+    )
+    parser.add_argument(
+        "--max-persons",
+        type=int,
+        default=DEFAULT_MAX_PERSONS,
+        help="most persons at once; POST /persons beyond it gets 409 (default %(default)s)",
+    )
+    parser.add_argument(
+        "--history-mb",
+        type=float,
+        default=DEFAULT_HISTORY_MB,
+        help="memory budget of all persons' message history (replay, GET /heartbeat/history), "
+        "MiB; beyond it the oldest messages go first (default %(default)g)",
     )
     parser.add_argument(
         "--tick-hz",

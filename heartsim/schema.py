@@ -316,6 +316,25 @@ class Health(BaseModel):
     persons: int = Field(description="Number of simulated persons")
     default_person: str
     model: ModelStatus = Field(default_factory=lambda: ModelStatus(attached=False))
+    max_persons: int | None = Field(
+        default=None, description="Most persons at once (POST /persons beyond it: 409)"
+    )
+    history_bytes: int = Field(
+        default=0, description="Memory the message history of every person takes now, bytes"
+    )
+    history_budget_bytes: int | None = Field(
+        default=None,
+        description="Budget of history_bytes (null: unlimited); beyond it the oldest "
+        "messages of all persons go first",
+    )
+    history_evicted: int = Field(
+        default=0, description="Messages dropped from the history to stay within the budget"
+    )
+    history_window_s: float = Field(
+        default=0.0,
+        description="Simulation time the history spans now, s: how far back ?since= replay "
+        "and GET /heartbeat/history reach (at most 600 s; less once the budget is reached)",
+    )
 
 
 class SimulationConfig(BaseModel):

@@ -22,6 +22,7 @@ import contextlib
 import gc
 import ipaddress
 import logging
+import math
 import os
 import signal
 import socket
@@ -40,10 +41,11 @@ from heartsim.api import (
     WebSocketSettings,
     create_app,
 )
+from heartsim.api.limits import DEFAULT_MAX_BODY_BYTES, PredictLimits
 from heartsim.api.logs import redact_logs
 from heartsim.engine import Engine
-from heartsim.hub import Hub
-from heartsim.options import DEFAULT_HOST, DEFAULT_PORT
+from heartsim.hub import DEFAULT_HISTORY_BYTES, Hub
+from heartsim.options import DEFAULT_HOST, DEFAULT_MAX_PERSONS, DEFAULT_PORT
 from heartsim.runner import Clock, Runner
 
 if TYPE_CHECKING:  # heartsim.ml pulls in scikit-learn: imported only when a model is used
@@ -126,10 +128,18 @@ class HeartsimServer:
         ``spontaneous_stress_per_h`` if ``None``.
     host, port
         Where to listen; ``port=0`` picks a free port (read :attr:`port` after :meth:`start`).
-    persons, seed, tick_hz, spontaneous_stress_per_h
-        Engine settings when ``engine`` is ``None``.
+    persons, seed, tick_hz, spontaneous_stress_per_h, max_persons
+        Engine settings when ``engine`` is ``None`` (``max_persons``: most persons at once,
+        1,000 by default; an engine passed in keeps its own).
+    history_bytes
+        Memory budget of all persons' message history together, bytes (512 MiB by default;
+        ``None``: unlimited): beyond it the oldest messages go first (see
+        :class:`~heartsim.hub.Hub`).
     token, public_read, cors_origins, max_clients, rate_limit, websocket, ws_connect_limit
         Access control and delivery settings, see :func:`heartsim.api.create_app`.
+    max_body_bytes, predict_limits
+        Request bounds (body size; POST /predict's concurrency and rate), see
+        :func:`heartsim.api.create_app`.
     allowed_hosts
         Host names served besides ``localhost``, IP addresses and ``host`` (``"*.example.org"``
         for subdomains, ``"*"`` for any), see :func:`served_hosts`; requests naming another
@@ -166,6 +176,8 @@ class HeartsimServer:
         seed: int | None = None,
         tick_hz: float = 2.0,
         spontaneous_stress_per_h: float = 0.0,
+        max_persons: int = DEFAULT_MAX_PERSONS,
+        history_bytes: int | None = DEFAULT_HISTORY_BYTES,
         token: str | None = None,
         public_read: bool = True,
         cors_origins: Iterable[str] = (),
@@ -175,6 +187,8 @@ class HeartsimServer:
         ws_connect_limit: RateLimit | None = DEFAULT_WS_CONNECT_LIMIT,
         allowed_hosts: Iterable[str] | None = None,
         forwarded_allow_ips: str | Iterable[str] | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        predict_limits: PredictLimits | None = None,
         insecure: bool = False,
         clock: Clock = "real",
         autostart: bool = False,
@@ -192,9 +206,10 @@ class HeartsimServer:
                 tick_hz=tick_hz,
                 spontaneous_stress_per_h=spontaneous_stress_per_h,
                 epoch_s=time.time(),
+                max_persons=max_persons,
             )
         self.engine = engine
-        self.hub = Hub()
+        self.hub = Hub(history_bytes=history_bytes)
         self.runner = Runner(engine, self.hub, clock=clock)
         self.app = create_app(
             runner=self.runner,
@@ -206,6 +221,8 @@ class HeartsimServer:
             websocket=websocket,
             allowed_hosts=served_hosts(host, allowed_hosts),
             ws_connect_limit=ws_connect_limit,
+            max_body_bytes=max_body_bytes,
+            predict_limits=predict_limits,
         )
         if isinstance(forwarded_allow_ips, str):
             forwarded_allow_ips = forwarded_allow_ips.split(",")
@@ -503,6 +520,12 @@ async def _serve_until_signalled(server: HeartsimServer) -> None:
         await server.stop()
 
 
+def _history_bytes(history_mb: float) -> int:
+    if not (math.isfinite(history_mb) and history_mb > 0):
+        raise ValueError(f"history_mb must be a number > 0, got {history_mb!r}")
+    return max(1, round(history_mb * 2**20))
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Run ``heartsim serve`` until Ctrl-C / SIGTERM; returns the exit code.
 
@@ -529,6 +552,8 @@ def run_serve(args: argparse.Namespace) -> int:
             seed=args.seed,
             tick_hz=args.tick_hz,
             spontaneous_stress_per_h=args.spontaneous_per_h,
+            max_persons=args.max_persons,
+            history_bytes=_history_bytes(args.history_mb),
             token=args.token or None,
             insecure=args.insecure,
             cors_origins=args.cors_origins,

@@ -314,3 +314,20 @@ def test_an_unbound_engine_works_from_any_thread():
     engine = Engine(seed=1)
     assert in_thread(engine.start) is True
     assert len(in_thread(lambda: engine.advance(0.5))) == 1
+
+
+def test_max_persons_caps_construction_and_add_person():
+    from heartsim.engine import PersonLimitError
+
+    with pytest.raises(ValueError, match=r"persons \(3\) exceeds max_persons \(2\)"):
+        Engine(persons=3, max_persons=2)
+    with pytest.raises(ValueError, match="max_persons must be an integer >= 1"):
+        Engine(max_persons=0)
+    engine = Engine(persons=1, seed=2, max_persons=2)
+    assert engine.add_person() == "p1"
+    with pytest.raises(PersonLimitError, match=r"max_persons \(2\) reached"):
+        engine.add_person(PersonProfile(person_id="carol"))
+    assert engine.person_ids == ["p0", "p1"]  # unchanged
+    engine.remove_person("p1")
+    assert engine.add_person(PersonProfile(person_id="carol")) == "carol"
+    assert Engine(persons=5).max_persons is None  # no cap unless asked (batch simulate)

@@ -239,3 +239,76 @@ def test_history_entries_are_not_tracked_by_the_garbage_collector() -> None:
     assert (history.oldest_seq, history.latest_seq) == (1, 100)
     assert latest.data() == {"person_id": "p0", "seq": 100, "t": 50.0}
     assert [m.seq for m in history.after(97)] == [98, 99, 100]
+
+
+# ----------------------------------------------------------------------------- byte budget
+
+
+def tick(hub: Hub, persons: list[str], seq: int) -> None:
+    """One tick: every person publishes message ``seq`` at t = seq / 2."""
+    hub.publish([sample(seq, person) for person in persons])
+
+
+def accounted(seq: int, person: str = "p0") -> int:
+    """Bytes the hub accounts for message ``seq`` of ``person``."""
+    return len(Message.encode(sample(seq, person)).frame) + hub_module.ENTRY_OVERHEAD_BYTES
+
+
+def test_the_history_budget_drops_the_globally_oldest_messages_first() -> None:
+    persons = ["p0", "p1", "p2"]
+    budget = sum(accounted(seq, p) for p in persons for seq in range(91, 101))
+    hub = Hub(history_bytes=budget)  # the last ten messages of everyone
+    for seq in range(1, 101):
+        tick(hub, persons, seq)
+    stats = hub.stats()
+    assert stats.history_bytes == budget and stats.history_budget_bytes == budget
+    assert stats.history_evicted == 300 - 30
+    for person in persons:  # the same newest ten of everyone: the oldest went first
+        assert [m.seq for m in hub.history(person).after(None)] == list(range(91, 101))
+    assert stats.history_window_s == pytest.approx(4.5)  # t = 45.5 to 50
+    # The accounting is exact: what the histories hold, frame by frame.
+    assert hub.history_bytes == sum(hub.history(p).nbytes for p in persons)
+
+
+def test_replay_past_the_budget_reports_the_gap_truthfully() -> None:
+    hub = Hub(history_bytes=sum(accounted(seq) for seq in range(43, 51)))
+    for seq in range(1, 51):
+        tick(hub, ["p0"], seq)
+    subscriber = QueueSubscriber("p0", maxsize=100)
+    info = hub.subscribe(subscriber, since=10)
+    assert (info.replayed, info.missed, info.latest_seq) == (8, 32, 50)  # 11..42 are gone
+    tick(hub, ["p0"], 51)
+    seqs = []
+    while (message := subscriber.get_nowait()) is not None:
+        seqs.append(message.seq)
+    assert seqs == list(range(43, 52))  # no duplicate, nothing after the gap missing
+
+
+def test_the_budget_keeps_every_persons_newest_message() -> None:
+    persons = [f"p{k}" for k in range(5)]
+    hub = Hub(history_bytes=1)  # smaller than one message
+    for seq in range(1, 21):
+        tick(hub, persons, seq)
+    assert all(hub.latest(p).seq == 20 and len(hub.history(p)) == 1 for p in persons)
+    assert hub.stats().history_evicted == 5 * 19
+
+
+def test_history_bytes_follow_time_horizon_count_cap_and_removed_persons() -> None:
+    hub = Hub(history_s=5.0, max_history=8, history_bytes=None)
+    for seq in range(1, 201):
+        tick(hub, ["p0", "p1"], seq)
+    assert len(hub.history("p0")) == 8  # the count cap (5 s at 2 Hz would be 11)
+    assert hub.history_bytes == hub.history("p0").nbytes + hub.history("p1").nbytes
+    assert hub.stats().history_evicted == 0  # no budget: nothing evicted by it
+    hub.drop_person("p1")
+    assert hub.history_bytes == hub.history("p0").nbytes
+    for seq in range(201, 401):
+        tick(hub, ["p0"], seq)
+    # The age order only holds live messages (plus a few stale ones on their way out).
+    assert len(hub._age_order) <= 8 + 1
+
+
+@pytest.mark.parametrize("budget", [0, -5, 1.5, True])
+def test_the_history_budget_is_validated(budget: Any) -> None:
+    with pytest.raises(ValueError, match="history_bytes must be an integer >= 1 or None"):
+        Hub(history_bytes=budget)

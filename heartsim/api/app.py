@@ -14,6 +14,13 @@ from heartsim._version import __version__
 from heartsim.api.context import AppContext, WebSocketSettings
 from heartsim.api.errors import install_error_handlers
 from heartsim.api.health import HealthSettings
+from heartsim.api.limits import (
+    DEFAULT_MAX_BODY_BYTES,
+    BodySizeLimit,
+    PredictGate,
+    PredictLimits,
+    RefusedRequests,
+)
 from heartsim.api.logs import redact_logs
 from heartsim.api.metrics import HeartsimCollector
 from heartsim.api.openapi import install_openapi
@@ -46,12 +53,18 @@ _DESCRIPTION = f"""Virtual persons whose hearts respond to stress, streamed live
   a client (GET /health: `model`).
 * **Errors**: always `{{"error": ..., "message": ...}}`; 422 bodies name the field and its
   allowed range.
-* **Security**: when the server has a token, control routes (POST, PATCH, DELETE, except
-  POST /predict, which changes nothing) and the WebSocket need it (`Authorization: Bearer
-  TOKEN`; `?token=TOKEN` is still accepted); read routes and POST /predict too when public
-  reads are off. Each operation's `security` below says what this server requires. Control
-  routes and WebSocket handshakes are rate-limited per client (429 + Retry-After); requests
-  whose `Host` is not a name of this server get 400 (DNS rebinding protection).
+* **Security**: when the server has a token, control routes (POST, PATCH, DELETE), POST
+  /predict (its scoring costs CPU) and the WebSocket need it (`Authorization: Bearer TOKEN`;
+  `?token=TOKEN` is still accepted); read routes too when public reads are off. Each
+  operation's `security` below says what this server requires. Control routes, POST /predict
+  and WebSocket handshakes are rate-limited per client, each in its own bucket (429 +
+  Retry-After); requests whose `Host` is not a name of this server get 400 (DNS rebinding
+  protection).
+* **Limits**: request bodies over 1 MiB (the default) get 413; POST /predict scores at most
+  10000 RR intervals, a few requests at once (503 + Retry-After when all slots stay busy);
+  POST /persons beyond the server's max_persons gets 409. The message history shares one
+  memory budget: once full, the oldest messages go first and replays report them as
+  `missed` (GET /health: `history_window_s`).
 """
 
 
@@ -69,6 +82,8 @@ def create_app(
     allowed_hosts: Iterable[str] = (),
     ws_connect_limit: RateLimit | None = DEFAULT_WS_CONNECT_LIMIT,
     health: HealthSettings | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    predict_limits: PredictLimits | None = None,
 ) -> FastAPI:
     """Build the heartsim API for one simulation.
 
@@ -103,6 +118,12 @@ def create_app(
     health
         When ``GET /health`` answers 503 (tick lag limit, time window); checks can be added
         to ``app.state.heartsim.health_checks``.
+    max_body_bytes
+        Largest HTTP request body accepted, bytes; larger ones get 413 before they are read
+        (default 1 MiB, room for POST /predict's largest request).
+    predict_limits
+        Bounds on POST /predict (concurrent scorings, wait for a slot, per-client rate);
+        :class:`~heartsim.api.limits.PredictLimits` defaults if ``None``.
 
     Returns
     -------
@@ -120,6 +141,7 @@ def create_app(
     runner = runner if runner is not None else Runner(engine, hub)
     if max_clients < 0:
         raise ValueError(f"max_clients must be >= 0, got {max_clients!r}")
+    refused = RefusedRequests()
     ctx = AppContext(
         engine=engine,
         hub=hub,
@@ -134,6 +156,8 @@ def create_app(
         allowed_hosts=AllowedHosts(allowed_hosts),
         ws_connect_limiter=RateLimiter(ws_connect_limit) if ws_connect_limit is not None else None,
         health=health if health is not None else HealthSettings(),
+        refused=refused,
+        predict=PredictGate(predict_limits, refused),
     )
     # The stream's handshakes are logged with their query string (?token=): redact them.
     redact_logs()
@@ -177,6 +201,8 @@ def create_app(
         app.include_router(router)
     docs.install(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    # Inside CORS, so that a browser can read the 413.
+    app.add_middleware(BodySizeLimit, max_body_bytes=max_body_bytes, refused=refused)
     if ctx.cors_origins:
         app.add_middleware(
             CORSMiddleware,

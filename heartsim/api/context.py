@@ -23,6 +23,7 @@ from starlette.requests import HTTPConnection
 
 from heartsim.api.errors import unknown_person
 from heartsim.api.health import HealthCheck, HealthSettings
+from heartsim.api.limits import PredictGate, RefusedRequests
 from heartsim.api.security import (
     AllowedHosts,
     RateLimiter,
@@ -91,6 +92,8 @@ class AppContext:
     ws: WebSocketSettings
     version: str
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    refused: RefusedRequests = field(default_factory=RefusedRequests)
+    predict: PredictGate = field(default_factory=PredictGate)
     started_at: float = field(default_factory=time.monotonic)
     websocket_clients: int = 0
     #: Host names served (DNS rebinding defence), and requests refused for their Host.
@@ -149,22 +152,41 @@ def _check_token(
         raise unauthorized()
 
 
+def _check_origin(request: Request) -> None:
+    ctx = context_of(request)
+    if not origin_allowed(
+        request.headers.get("origin"), request.headers.get("host"), ctx.cors_origins
+    ):
+        raise forbidden_origin(request.headers.get("origin"))
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
+
+
 async def control_guard(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     query_token: Annotated[str | None, Depends(_query_token)],
 ) -> None:
     """Dependency of control routes: same-origin check, rate limit, then token."""
+    _check_origin(request)
     ctx = context_of(request)
-    if not origin_allowed(
-        request.headers.get("origin"), request.headers.get("host"), ctx.cors_origins
-    ):
-        raise forbidden_origin(request.headers.get("origin"))
     if ctx.limiter is not None:
-        client = request.client.host if request.client is not None else "unknown"
-        wait = ctx.limiter.acquire(client)
+        wait = ctx.limiter.acquire(_client(request))
         if wait > 0.0:
             raise too_many_requests(wait)
+    _check_token(request, credentials, query_token)
+
+
+async def predict_guard(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    query_token: Annotated[str | None, Depends(_query_token)],
+) -> None:
+    """Dependency of ``POST /predict`` (it costs CPU): as control routes, with its own bucket."""
+    _check_origin(request)
+    context_of(request).predict.admit(_client(request))
     _check_token(request, credentials, query_token)
 
 

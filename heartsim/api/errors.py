@@ -138,9 +138,38 @@ async def _api_error_handler(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc)
 
 
+#: Items (of a list or object) or characters (of a string) of a rejected value that a 422
+#: body echoes; larger values are summarised, e.g. ``"<list of 5000000 items>"``. Encoding a
+#: huge echo would hold the event loop (5 s for 5 million numbers) and bloat the response.
+MAX_ECHO_ITEMS = 100
+_MAX_ECHO_DEPTH = 3
+
+
+def _bounded_echo(value: Any, depth: int = 0) -> Any:
+    """``value`` if small, else a short summary of it (nested values likewise)."""
+    if isinstance(value, str):
+        if len(value) > MAX_ECHO_ITEMS * 10:
+            return f"<string of {len(value)} characters>"
+        return value
+    if isinstance(value, (list, tuple, dict)):
+        kind = "object" if isinstance(value, dict) else "list"
+        if len(value) > MAX_ECHO_ITEMS or depth >= _MAX_ECHO_DEPTH:
+            return f"<{kind} of {len(value)} items>"
+        if isinstance(value, dict):
+            return {key: _bounded_echo(item, depth + 1) for key, item in value.items()}
+        return [_bounded_echo(item, depth + 1) for item in value]
+    return value
+
+
 async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    issues = jsonable_encoder(exc.errors())
+    raw = exc.errors()
+    issues = jsonable_encoder(
+        [
+            {**issue, "input": _bounded_echo(issue["input"])} if "input" in issue else issue
+            for issue in raw
+        ]
+    )
     field, message = _field_message(issues[0]) if issues else (None, "invalid request")
     if len(issues) > 1:
         others = "; ".join(_field_message(issue)[1] for issue in issues[1:4])
@@ -169,7 +198,9 @@ def _allowed_methods(request: Request) -> list[str]:
 
 async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
+    title = {404: "Not found", 405: "Method not allowed", 413: "Content too large"}.get(
+        exc.status_code, "HTTP error"
+    )
     message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     headers = dict(exc.headers or {})
     if exc.status_code == 404:
@@ -201,9 +232,11 @@ def error_responses(
         403: "Cross-origin request from an origin not allowed (see cors_origins)",
         404: "Unknown person, or no data yet",
         409: "Conflict with the current persons",
+        413: "The request body exceeds the server's limit (max_body_bytes, 1 MiB by default)",
         422: "A parameter is out of range or malformed; the body names it and its range",
         429: "Too many control requests from this client; retry after Retry-After seconds",
         500: "Internal error; the body says what failed",
+        503: "The server is busy; retry after Retry-After seconds",
         **(descriptions or {}),
     }
     out: dict[int | str, dict[str, Any]] = {}

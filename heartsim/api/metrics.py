@@ -45,6 +45,8 @@ class HeartsimCollector(Collector):
              model.errors),
             ("heartsim_model_inference_seconds", "Time spent predicting in ticks",
              model.inference_s),
+            ("heartsim_history_evicted", "Messages dropped from the history by its budget",
+             hub.history_evicted),
         ]  # fmt: skip
         for name, doc, value in counters:
             yield CounterMetricFamily(name, doc, value=value)
@@ -65,6 +67,16 @@ class HeartsimCollector(Collector):
             for cause, value in values.items():
                 family.add_metric([cause], value)
             yield family
+        refused = CounterMetricFamily(
+            "heartsim_requests_refused",
+            "Requests refused by the bounds: body over max_body_bytes (413), POST /predict "
+            "over its rate (429) or with every scoring slot busy (503)",
+            labels=["reason"],
+        )
+        refused.add_metric(["body_too_large"], ctx.refused.body_too_large)
+        refused.add_metric(["predict_rate_limited"], ctx.refused.predict_rate_limited)
+        refused.add_metric(["predict_busy"], ctx.refused.predict_busy)
+        yield refused
         gauges = [
             ("heartsim_websocket_clients", "Connected WebSocket clients", ctx.websocket_clients),
             ("heartsim_subscribers", "Hub subscribers", hub.subscribers),
@@ -75,6 +87,10 @@ class HeartsimCollector(Collector):
              float(ctx.engine.state is SimulationState.RUNNING)),
             ("heartsim_model_attached", "1 while a model fills the predictions",
              float(model.attached)),
+            ("heartsim_history_bytes", "Memory of the message history, bytes",
+             hub.history_bytes),
+            ("heartsim_history_window_seconds", "Simulation time the history spans",
+             hub.history_window_s),
         ]  # fmt: skip
         for name, doc, value in gauges:
             yield GaugeMetricFamily(name, doc, value=value)

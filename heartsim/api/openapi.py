@@ -3,9 +3,9 @@
 FastAPI declares the token schemes on every operation whose guard *can* ask for a token. What
 an operation requires depends on the server's settings, so the document is adjusted per app:
 
-- with a token, control routes and ``GET /ws/heartbeat`` (the stream's handshake) list the
-  ``Authorization: Bearer`` and ``?token=`` schemes (either suffices); read routes list them
-  only when public reads are off;
+- with a token, control routes, ``POST /predict`` and ``GET /ws/heartbeat`` (the stream's
+  handshake) list the ``Authorization: Bearer`` and ``?token=`` schemes (either suffices);
+  read routes list them only when public reads are off;
 - everything else has no ``security`` and no 401 response, and without a token the schemes
   are not in the document at all.
 
@@ -22,7 +22,7 @@ import fastapi.routing
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 
-from heartsim.api.context import AppContext, control_guard, read_guard
+from heartsim.api.context import AppContext, control_guard, predict_guard, read_guard
 from heartsim.api.ws import HEARTBEAT_PATH
 
 
@@ -51,7 +51,9 @@ def needs_token(path: str, dependant: Dependant, ctx: AppContext) -> bool:
     if path == HEARTBEAT_PATH:
         return True
     calls = set(_calls(dependant))
-    return control_guard in calls or (read_guard in calls and not ctx.public_read)
+    if control_guard in calls or predict_guard in calls:
+        return True
+    return read_guard in calls and not ctx.public_read
 
 
 def _apply_security(app: FastAPI, ctx: AppContext, document: dict[str, Any]) -> None:

@@ -52,9 +52,9 @@ async def health(ctx: Ctx, person: PersonParam, response: Response) -> Health:
     The thresholds are ``AppContext.health`` (:class:`heartsim.api.health.HealthSettings`).
 
     Always public (liveness probes need no token). ``base_bpm`` is the person's (default
-    person's) resting heart rate. ``tick_errors`` counts every failed tick since the start;
-    ``model.errors`` counts prediction failures (their messages carried nulls; the stream went
-    on).
+    person's) resting heart rate. ``model.errors`` counts prediction failures (their messages
+    carried nulls; the stream went on). ``history_*``: the memory the message history takes,
+    its budget, the messages the budget dropped and how far back replay reaches.
     """
     status, reasons = assess(ctx)
     if status != "healthy":
@@ -97,6 +97,11 @@ async def health(ctx: Ctx, person: PersonParam, response: Response) -> Health:
             errors=model.errors,
             last_error=model.last_error,
         ),
+        max_persons=engine.max_persons,
+        history_bytes=hub.history_bytes,
+        history_budget_bytes=hub.history_budget_bytes,
+        history_evicted=hub.history_evicted,
+        history_window_s=round(hub.history_window_s, 3),
     )
 
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Depends, Path
 
 from heartsim.api.context import Ctx, control_guard, read_guard, resolve_person
 from heartsim.api.errors import ApiError, engine_value_error, error_responses
+from heartsim.engine import PersonLimitError
 from heartsim.physiology.profiles import PersonProfile
 from heartsim.schema import (
     MAX_PERSON_ID_LENGTH,
@@ -75,7 +76,8 @@ async def add_person(ctx: Ctx, body: ProfileBody = None) -> PersonCreated:
     """Add a person, simulated from now on; returns its id (``person_id`` or a fresh ``pN``).
 
     Every field is range-checked (422 names the field and its range); ``diastolic_mmhg``
-    must be at least 10 below ``systolic_mmhg``. 409 if the id exists.
+    must be at least 10 below ``systolic_mmhg``. 409 if the id exists, or if the server
+    already simulates its most persons (``max_persons``, 1,000 by default; GET /health).
     """
     engine = ctx.engine
     given = body.model_dump(exclude_none=True) if body is not None else {}
@@ -88,6 +90,8 @@ async def add_person(ctx: Ctx, body: ProfileBody = None) -> PersonCreated:
         else:
             profile = PersonProfile(person_id=person_id or _fresh_id(engine.person_ids), **given)
             person_id = engine.add_person(profile)
+    except PersonLimitError as exc:
+        raise ApiError(409, "Too many persons", str(exc)) from None
     except ValueError as exc:
         raise engine_value_error(exc, location="body") from None
     return PersonCreated(

@@ -3,17 +3,58 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends
+import anyio
+from fastapi import APIRouter, Body, Depends, Request, Response
+from fastapi.routing import APIRoute
 
-from heartsim.api.context import Ctx, read_guard
+from heartsim.api.context import Ctx, predict_guard
 from heartsim.api.errors import ApiError, engine_value_error, error_responses, validation_error
-from heartsim.schema import EXAMPLE_FEATURES, EXAMPLE_RR_MS, PredictRequest, PredictResponse
+from heartsim.schema import (
+    EXAMPLE_FEATURES,
+    EXAMPLE_RR_MS,
+    MAX_PREDICT_INTERVALS,
+    PredictRequest,
+    PredictResponse,
+)
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(tags=["model"], dependencies=[Depends(read_guard)])
+#: Commas a valid body can hold: between its most RR intervals, plus a margin for the other
+#: members. A feature row has a few dozen; any other body is invalid anyway.
+MAX_BODY_COMMAS = MAX_PREDICT_INTERVALS + 64
+
+
+class _CountedRoute(APIRoute):
+    """Refuses a body with too many values before it is parsed.
+
+    Parsing holds the event loop (``json.loads`` takes ~100 ms per MiB of numbers; a thread
+    would not help, it keeps the GIL throughout). A JSON array or object of ``n`` members has
+    ``n - 1`` commas, so counting the body's commas (~0.1 ms per MiB) bounds every list and
+    object in it: a body with more than :data:`MAX_BODY_COMMAS` cannot be valid, and gets the
+    same 422 as too many ``rr_ms`` would, unparsed.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def counted(request: Request) -> Response:
+            commas = (await request.body()).count(b",")  # the parser reuses the bytes
+            if commas > MAX_BODY_COMMAS:
+                raise validation_error(
+                    "rr_ms",
+                    f"rr_ms must hold at most {MAX_PREDICT_INTERVALS} RR intervals; this body "
+                    f"holds about {commas + 1} values",
+                    "body",
+                )
+            return await handler(request)
+
+        return counted
+
+
+router = APIRouter(tags=["model"], dependencies=[Depends(predict_guard)], route_class=_CountedRoute)
 
 NO_MODEL_MESSAGE = (
     "No model is attached to this server. Start it with `heartsim serve --model FILE` (a file "
@@ -36,10 +77,14 @@ attached to the server (the same model as the stream's `prediction` fields).
   reads (listed by GET /health under `model.features`); other known columns are ignored.
 
 **Errors**: 422 names the field and its allowed range (too few beats, intervals out of range,
-unknown or missing features, both or neither of rr_ms and features); 409 when no model is
+more than 10000 intervals, unknown or missing features, both or neither of rr_ms and
+features); 413 for a body over the server's limit (1 MiB by default); 409 when no model is
 attached (the message says how to attach one); 500 when the model itself fails.
 
-No state changes: like the read routes, a token is needed only when public reads are off.
+**Limits**: scoring costs CPU, so when the server has a token this route needs it (as control
+routes do), each client may send 2 requests per second (bursts of 10; 429 with Retry-After
+beyond), and at most 2 scorings run at once, off the event loop: a request that finds every
+slot busy for 2 s gets 503 with Retry-After (the server's defaults, see PredictLimits).
 """
 
 PredictBody = Annotated[
@@ -65,20 +110,26 @@ PredictBody = Annotated[
     responses=error_responses(
         400,
         401,
+        403,
         409,
+        413,
         422,
+        429,
         500,
+        503,
         descriptions={
             400: "The body is not JSON",
             409: "No model is attached; the message says how to attach one",
+            429: "Too many predictions from this client; retry after Retry-After seconds",
             500: "The attached model failed on this input",
         },
     ),
     summary="Predict stress from RR intervals or features",
     description=_DOC,
 )
-def predict(ctx: Ctx, body: PredictBody) -> PredictResponse:
-    """Score ``body`` with the attached model (runs in the thread pool, off the event loop)."""
+async def predict(ctx: Ctx, body: PredictBody) -> PredictResponse:
+    """Score ``body`` with the attached model on a worker thread (at most
+    ``PredictLimits.concurrency`` at once), leaving the event loop to the stream."""
     if (body.rr_ms is None) == (body.features is None):
         raise validation_error(
             None, "send exactly one of rr_ms (a list of RR intervals, ms) or features", "body"
@@ -87,11 +138,19 @@ def predict(ctx: Ctx, body: PredictBody) -> PredictResponse:
     if predictor is None:
         raise ApiError(409, "No model attached", NO_MODEL_MESSAGE)
     name = ctx.runner.model_stats().name
-    with ctx.runner.native_limit():  # as in the stream: no OpenMP stalls on a busy machine
-        if body.rr_ms is not None:
-            return _from_rr(predictor, name, body.rr_ms)
-        assert body.features is not None
-        return _from_features(predictor, name, body.features)
+    native_limit = ctx.runner.native_limit
+
+    def score() -> PredictResponse:
+        # Reads only the model (a fitted estimator, safe to share between threads) and the
+        # predictor's settings, never the live predictor's per-person state.
+        with native_limit():  # as in the stream: no OpenMP stalls on a busy machine
+            if body.rr_ms is not None:
+                return _from_rr(predictor, name, body.rr_ms)
+            assert body.features is not None
+            return _from_features(predictor, name, body.features)
+
+    async with ctx.predict.slot():
+        return await anyio.to_thread.run_sync(score)
 
 
 def _from_rr(predictor: Any, name: str | None, rr_ms: list[float]) -> PredictResponse:
