@@ -2,6 +2,14 @@
 
 from heartsim.api.app import DEFAULT_RATE_LIMIT, create_app
 from heartsim.api.context import AppContext, WebSocketSettings
+from heartsim.api.health import HealthSettings
 from heartsim.api.security import RateLimit
 
-__all__ = ["DEFAULT_RATE_LIMIT", "AppContext", "RateLimit", "WebSocketSettings", "create_app"]
+__all__ = [
+    "DEFAULT_RATE_LIMIT",
+    "AppContext",
+    "HealthSettings",
+    "RateLimit",
+    "WebSocketSettings",
+    "create_app",
+]

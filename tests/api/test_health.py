@@ -149,12 +149,13 @@ async def test_ticks_late_again_and_again_degrade_health_then_it_recovers(
         await until_status(http, 200)  # the late ticks leave the 1 s window
 
 
-def test_one_pause_is_not_a_trend_but_repeated_lateness_is() -> None:
+def test_one_pause_is_not_a_trend_but_repeated_lateness_or_a_stuck_loop_is() -> None:
     settings = HealthSettings()
 
-    def verdict(ticks: int, late: int) -> tuple[str, list[str]]:
+    def verdict(ticks: int, late: int, since_beat_s: float = 0.1) -> tuple[str, list[str]]:
         runner = RunnerHealth(
-            running=True, crashed=None, since_beat_s=0.1, since_tick_s=0.1, window_s=10.0,
+            running=True, crashed=None, since_beat_s=since_beat_s, since_tick_s=0.1,
+            window_s=10.0,
             recent_tick_errors=0, last_tick_error=None, recent_ticks=ticks,
             recent_late_ticks=late, recent_lag_ms_p99=900.0,
         )  # fmt: skip
@@ -175,6 +176,12 @@ def test_one_pause_is_not_a_trend_but_repeated_lateness_is() -> None:
         "ticks are late: 21 of 200 in the last 10 s fired over 500 ms late (lag p99 900 ms)"
     ]
     assert verdict(ticks=20, late=3)[0] == "degraded"
+    # A runner task alive but no longer waking (stuck): no messages, whatever came before.
+    assert verdict(ticks=20, late=0, since_beat_s=3.0) == (
+        "unhealthy",
+        ["the tick loop has not run for 3.0 s (the event loop is blocked)"],
+    )
+    assert verdict(ticks=20, late=0, since_beat_s=1.9)[0] == "healthy"  # 2 s at 2 Hz
 
 
 async def test_registered_checks_degrade_health(quick: HeartsimServer) -> None:
