@@ -27,6 +27,7 @@ keep nulls and the failure is counted (:meth:`Runner.model_stats`).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import contextlib
 import logging
@@ -78,7 +79,9 @@ class RunnerHealth:
 
     ``running``: the task is alive. ``crashed``: what ended it, if an exception did.
     ``since_beat_s``: since the tick loop last woke, ``since_tick_s``: since the last tick
-    (``None``: never). The ``recent_*`` fields cover the last ``window_s`` seconds.
+    (``None``: never). The ``recent_*`` fields cover the last ``window_s`` seconds:
+    ``recent_late_ticks`` counts the real-time ticks later than ``late_ms`` among
+    ``recent_ticks``.
     """
 
     running: bool
@@ -88,8 +91,9 @@ class RunnerHealth:
     window_s: float
     recent_tick_errors: int
     last_tick_error: str | None
-    recent_lag_ms_p99: float
     recent_ticks: int
+    recent_late_ticks: int
+    recent_lag_ms_p99: float
 
 
 @dataclass(frozen=True)
@@ -473,11 +477,13 @@ class Runner:
             window=len(lags),
         )
 
-    def health(self, window_s: float = 10.0) -> RunnerHealth:
-        """Whether the tick loop lives, and its errors and lag over the last ``window_s`` s."""
+    def health(self, window_s: float = 10.0, late_ms: float = 500.0) -> RunnerHealth:
+        """Whether the tick loop lives, and its errors and lag over the last ``window_s`` s
+        (ticks later than ``late_ms`` count as late)."""
         now = time.monotonic()
         since = now - window_s
         lags = sorted(lag for at, lag in self._lags if at >= since)
+        late = len(lags) - bisect.bisect_right(lags, late_ms / 1e3)
         crash = self._crash
         return RunnerHealth(
             running=self.running,
@@ -487,8 +493,9 @@ class Runner:
             window_s=window_s,
             recent_tick_errors=sum(1 for at in self._error_at if at >= since),
             last_tick_error=self.last_tick_error,
-            recent_lag_ms_p99=_percentile(lags, 99) * 1e3,
             recent_ticks=len(lags),
+            recent_late_ticks=late,
+            recent_lag_ms_p99=_percentile(lags, 99) * 1e3,
         )
 
 

@@ -2,10 +2,15 @@
 
 - **unhealthy**: no messages are being produced: the tick loop crashed, is not running, or has
   not woken for longer than :attr:`HealthSettings.stall_s` (the event loop is blocked).
-- **degraded**: messages flow but something is wrong: a tick failed, or ticks fired late
-  (lag p99 over :attr:`HealthSettings.max_tick_lag_ms`) within the last
-  :attr:`HealthSettings.window_s` seconds, or a registered check reports a problem (a store or
-  Redis connection, later).
+- **degraded**: messages flow but something is wrong: a tick failed, or ticks keep firing late
+  (more than :attr:`HealthSettings.max_late_share` of them, and at least two, over
+  :attr:`HealthSettings.max_tick_lag_ms`) within the last :attr:`HealthSettings.window_s`
+  seconds, or a registered check reports a problem (a store or Redis connection, later).
+
+Lateness counts only when it repeats: one pause of the loop (a garbage collection, a blocking
+call) delays one tick (the runner skips ahead rather than bursting), is counted in
+``ticks_skipped`` and shows in the lag statistics, but does not make the server unhealthy for
+the next ten seconds; an overloaded server, whose ticks are late one after another, does.
 
 Registered checks are plain callables on ``AppContext.health_checks`` returning ``None`` (fine)
 or a reason; they run on the event loop for every request, so they must answer from state they
@@ -26,6 +31,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Status = Literal["healthy", "degraded", "unhealthy"]
+#: Fewest late ticks that make a server degraded (one is a pause, not a trend).
+MIN_LATE_TICKS = 2
 #: A health check: ``None`` when fine, else the reason (one short sentence).
 HealthCheck = Callable[[], str | None]
 
@@ -39,7 +46,10 @@ class HealthSettings:
     window_s
         How far back (s) tick failures and tick lag count.
     max_tick_lag_ms
-        Largest acceptable p99 of the ticks' lag behind their schedule over ``window_s``, ms.
+        A tick firing later than this after its scheduled time is late, ms.
+    max_late_share
+        Largest acceptable share (0 to 1) of late ticks over ``window_s``; at least two late
+        ticks are needed either way.
     stall_s
         The tick loop counts as stalled when it has not woken for this long, s (at least 2.5
         tick periods, so slow tick rates are not mistaken for a stall).
@@ -47,6 +57,7 @@ class HealthSettings:
 
     window_s: float = 10.0
     max_tick_lag_ms: float = 500.0
+    max_late_share: float = 0.1
     stall_s: float = 2.0
 
     def __post_init__(self) -> None:
@@ -54,12 +65,15 @@ class HealthSettings:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
+        share = self.max_late_share
+        if not (isinstance(share, (int, float)) and 0.0 <= share < 1.0):
+            raise ValueError(f"max_late_share must be from 0 to below 1, got {share!r}")
 
 
 def assess(ctx: AppContext) -> tuple[Status, list[str]]:
     """The status and the reasons for it (empty when healthy). Call it on the event loop."""
     settings = ctx.health
-    runner = ctx.runner.health(settings.window_s)
+    runner = ctx.runner.health(settings.window_s, settings.max_tick_lag_ms)
     stall_s = max(settings.stall_s, 2.5 / ctx.engine.tick_hz)
     down: list[str] = []
     if runner.crashed is not None:
@@ -81,10 +95,11 @@ def assess(ctx: AppContext) -> tuple[Status, list[str]]:
             f"{runner.recent_tick_errors} tick(s) failed in the last {window} (last: "
             f"{runner.last_tick_error}); their messages were not produced"
         )
-    if runner.recent_lag_ms_p99 > settings.max_tick_lag_ms:
+    late = runner.recent_late_ticks
+    if late >= MIN_LATE_TICKS and late > settings.max_late_share * runner.recent_ticks:
         reasons.append(
-            f"ticks are late: lag p99 {runner.recent_lag_ms_p99:.0f} ms over the last {window} "
-            f"(limit {settings.max_tick_lag_ms:g} ms)"
+            f"ticks are late: {late} of {runner.recent_ticks} in the last {window} fired over "
+            f"{settings.max_tick_lag_ms:g} ms late (lag p99 {runner.recent_lag_ms_p99:.0f} ms)"
         )
     for check in ctx.health_checks:
         try:
