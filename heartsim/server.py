@@ -150,7 +150,6 @@ class HeartsimServer:
                 seed=seed,
                 tick_hz=tick_hz,
                 spontaneous_stress_per_h=spontaneous_stress_per_h,
-                epoch_s=time.time(),
             )
         self.engine = engine
         self.hub = Hub()
