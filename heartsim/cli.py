@@ -19,7 +19,7 @@ from typing import NoReturn
 import pandas as pd
 
 from heartsim._version import __version__
-from heartsim.datasets import FORMATS, SimulationResult, simulate
+from heartsim.datasets import DEFAULT_START_TIME, FORMATS, SimulationResult, simulate
 from heartsim.options import add_serve_arguments
 from heartsim.times import format_duration
 
@@ -155,24 +155,38 @@ def build_parser() -> argparse.ArgumentParser:
         description="Simulate persons and write a labelled dataset: beats, samples, persons, "
         "episodes and meta.json (heartsim.simulate's arguments, to reproduce it).",
     )
-    sim.add_argument("--persons", default="10", help="number of persons, 1 to 1000000 (default 10)")
+    sim.add_argument(
+        "--persons", metavar="N", default="10", help="number of persons, 1 to 1000000 (default 10)"
+    )
     sim.add_argument(
         "--duration",
+        metavar="TIME",
         default="30m",
         help="simulated time, up to 30d: 90 (s), 90s, 30m, 1.5h, 1h30m, 2d12h (default 30m)",
     )
-    sim.add_argument("--seed", default="0", help="random seed, an integer >= 0 (default 0)")
+    sim.add_argument(
+        "--seed", metavar="N", default="0", help="random seed, an integer >= 0 (default 0)"
+    )
     sim.add_argument("--protocol", choices=["lab", "rest"], default="lab", help="default lab")
     sim.add_argument(
-        "--tick-hz", default="2", help="samples per second and person, 0.1 to 50 (default 2)"
+        "--tick-hz",
+        metavar="HZ",
+        default="2",
+        help="samples per second and person, 0.1 to 50 (default 2)",
     )
     sim.add_argument(
         "--start-time",
-        default="2000-01-01T00:00:00Z",
+        metavar="TIME",
+        default=DEFAULT_START_TIME,
         help="wall-clock time of simulation time 0, ISO 8601 with offset or epoch seconds "
-        "(default 2000-01-01T00:00:00Z)",
+        f"(default {DEFAULT_START_TIME})",
     )
-    sim.add_argument("--out", default="heartsim-data", help="output folder (default heartsim-data)")
+    sim.add_argument(
+        "--out",
+        metavar="DIR",
+        default="heartsim-data",
+        help="output folder (default heartsim-data)",
+    )
     sim.add_argument("--format", choices=FORMATS, default="parquet", help="default parquet")
     sim.set_defaults(handler=_simulate_command, parser=sim)
 

@@ -435,8 +435,8 @@ class SimulationResult:
           ``rmssd_ms`` (successive differences within stretches, none across their joins);
         - with ``frequency``: ``lf_ms2``, ``hf_ms2`` (:func:`heartsim.hrv.hrv_frequency` on each
           stretch of at least 60 s, averaged weighted by length; NaN without such a stretch)
-          and ``lf_hf`` (their ratio). About 2 ms per stretch: ``frequency=False`` for runs of
-          thousands of person-hours;
+          and ``lf_hf`` (their ratio). 1 to 2 ms per stretch: 200 person-hours of the lab
+          protocol have about 2,200 stretches (2.5 to 5 s); ``frequency=False`` skips them;
         - ``systolic_mmhg``, ``diastolic_mmhg``, ``breathing_rate_bpm``, ``stress_level``:
           means over the phase's beats.
 
@@ -460,9 +460,10 @@ class SimulationResult:
         person
             Person id (default: the first person).
         axes
-            Four matplotlib axes to draw on (e.g. ``plt.subplots(4, 1, sharex=True)[1]`` to
-            show the figure with pyplot); default: a new figure, made without pyplot, which a
-            notebook displays once as the cell's value and a script writes with ``savefig``.
+            Four matplotlib axes to draw on, e.g. ``plt.subplots(4, 1, sharex=True)[1]`` to
+            show them with ``plt.show()`` from a script. Default: a new figure, which a notebook
+            displays (once) as the cell's value and a script saves with
+            ``result.plot().savefig("p0.png")``; pyplot does not keep it open.
 
         Returns
         -------

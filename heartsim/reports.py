@@ -91,7 +91,6 @@ def plot_result(
     result: SimulationResult, person: str | None = None, axes: Sequence[Axes] | None = None
 ) -> Figure:
     """See :meth:`heartsim.SimulationResult.plot`."""
-    from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
     ids = list(result.beats["person_id"].cat.categories)
@@ -103,8 +102,12 @@ def plot_result(
     else:  # no need to build every person's samples (and rr lists) for one plot
         rows = _samples_table(result, [person], rr_lists=False)
     if axes is None:
-        figure = Figure(figsize=(9.0, 8.0), layout="constrained")
-        axes = figure.subplots(4, 1, sharex=True)
+        import matplotlib.pyplot as plt
+
+        figure, axes = plt.subplots(4, 1, sharex=True, figsize=(9.0, 8.0), layout="constrained")
+        # Closed for pyplot: a notebook shows the figure once, as the value returned, not a
+        # second time when pyplot flushes its open figures at the end of the cell.
+        plt.close(figure)
     else:
         if len(axes) != 4:
             raise ValueError(f"axes must be 4 matplotlib axes, got {len(axes)}")

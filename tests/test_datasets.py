@@ -4,6 +4,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from support import run_notebook
 
 import heartsim
 from heartsim import (
@@ -258,8 +259,8 @@ def test_duration_text_is_accepted_like_the_cli():
     [
         ("soon", "duration_s must look like 90, 90s, 30m, 1.5h, 1h30m or 2d12h and be more"),
         ("-5m", "duration_s must be more than 0 and at most 30d (2.592e+06 s), got '-5m'"),
-        ("31d", "got '31d'"),
-        (float("nan"), "got nan"),
+        ("31d", "duration_s must be more than 0 and at most 30d (2.592e+06 s), got '31d'"),
+        (float("nan"), "duration_s must be more than 0 and at most 30d (2.592e+06 s), got nan"),
         (True, "duration_s must be a number of seconds or text"),
     ],
 )
@@ -459,3 +460,15 @@ def test_plot_draws_on_given_axes_without_building_every_samples_row():
     assert axes[0].get_title().startswith("p0: 2m")
     with pytest.raises(ValueError, match="4 matplotlib axes"):
         result.plot(axes=axes[:2])
+
+
+def test_plot_shows_once_in_a_notebook_and_the_result_in_one_line():
+    cells = [
+        "import heartsim\nresult = heartsim.simulate(n_persons=1, duration_s=120, seed=1)",
+        "result.plot()",
+        "result",
+    ]
+    _, plotted, shown = run_notebook(cells, timeout_s=120).cells
+    assert [sorted(o.get("data", {})) for o in plotted.outputs] == [["image/png", "text/plain"]]
+    (text,) = [o["data"]["text/plain"] for o in shown.outputs]
+    assert text.startswith("SimulationResult(persons=1, duration=2m (120 s)") and "\n" not in text
