@@ -4,8 +4,8 @@ heartsim 0.2 gave every column of :attr:`heartsim.SimulationResult.samples` and
 :attr:`~heartsim.SimulationResult.beats` its unit (see :mod:`heartsim.datasets`). The tables are
 :class:`pandas.DataFrame` subclasses whose ``table[old]``, ``table[[old, ...]]`` and ``table.old``
 read the renamed column with a :class:`FutureWarning`; every derived table (filtered, sorted,
-grouped) is one too. Other pandas calls (``query``, ``loc``, ``groupby("bpm")``, ``set_index``)
-need the new names.
+grouped) is one too. Other pandas calls (``query``, ``loc``, ``set_index``, ``groupby("bpm")``,
+``groupby(...).bpm``) need the new names.
 """
 
 from __future__ import annotations

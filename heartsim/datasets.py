@@ -33,8 +33,8 @@ samples column           message field             meaning
 resting rate). The names before heartsim 0.2 (``samples``: ``t``, ``bpm``, ``variability``,
 ``systolic``, ``diastolic``, ``respiration_rate``; ``beats``: ``respiration_rate``) still read,
 as ``table["bpm"]``, ``table[["t", "bpm"]]`` or ``table.bpm``, with a :class:`FutureWarning`,
-until heartsim 0.3; other pandas calls (``query``, ``loc``, ``groupby``, ``set_index``) need
-the new names.
+until heartsim 0.3; other pandas calls (``query``, ``loc``, ``set_index``, ``groupby`` and
+the columns of a groupby) need the new names.
 """
 
 from __future__ import annotations
