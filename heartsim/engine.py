@@ -11,13 +11,12 @@ from __future__ import annotations
 import math
 import re
 import secrets
-import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
+from warnings import warn
 
 import numpy as np
 
@@ -37,7 +36,7 @@ from heartsim.physiology.windows import (
     key_time,
     window_stats,
 )
-from heartsim.times import parse_start_time_s
+from heartsim.times import start_time_or_now_s
 
 #: Default length (s) of an episode started by :meth:`Engine.trigger_stress` without a duration.
 DEFAULT_STRESS_DURATION_S = 60.0
@@ -131,7 +130,7 @@ class Engine:
         epoch_s: float | None = None,
     ) -> None:
         if epoch_s is not None:
-            warnings.warn(
+            warn(
                 "Engine(epoch_s=...) is now Engine(start_time=...); epoch_s stops working in "
                 "heartsim 0.3",
                 FutureWarning,
@@ -139,7 +138,7 @@ class Engine:
             )
             start_time = epoch_s if start_time is None else start_time
         try:
-            start_time_s = time.time() if start_time is None else parse_start_time_s(start_time)
+            start_time_s = start_time_or_now_s(start_time)
         except ValueError as err:
             raise ValueError(f"start_time {err}, got {start_time!r}") from None
         if epoch is None:
@@ -176,16 +175,6 @@ class Engine:
         self._retired_seq: dict[str, int] = {}
         self._forgotten_seq = 0
         self._reset_physiology()
-
-    @property
-    def epoch_s(self) -> float:
-        """Deprecated name of :attr:`start_time_s`; removed in heartsim 0.3."""
-        warnings.warn(
-            "Engine.epoch_s is now Engine.start_time_s; epoch_s stops working in heartsim 0.3",
-            FutureWarning,
-            stacklevel=2,
-        )
-        return self.start_time_s
 
     # ----- persons -----------------------------------------------------------------------------
     @property
@@ -355,6 +344,16 @@ class Engine:
     def latest(self, person: str | None = None) -> dict[str, Any] | None:
         """The last sample of ``person``, or ``None`` before the first one."""
         return self._latest.get(self._resolve(person))
+
+    @property
+    def epoch_s(self) -> float:
+        """Deprecated name of :attr:`start_time_s`; removed in heartsim 0.3."""
+        warn(
+            "Engine.epoch_s is now Engine.start_time_s; epoch_s stops working in heartsim 0.3",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return self.start_time_s
 
     # ----- internals ---------------------------------------------------------------------------
     def _retire(self, person: str, seq: int) -> None:

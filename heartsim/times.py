@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from datetime import datetime, timezone
 from typing import Final
 
@@ -138,6 +139,11 @@ def parse_start_time_s(value: float | datetime | str) -> float:
     if not 0.0 <= seconds <= MAX_START_TIME_S:
         raise ValueError("must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z")
     return seconds
+
+
+def start_time_or_now_s(value: float | datetime | str | None) -> float:
+    """:func:`parse_start_time_s`, or the current time for ``None``."""
+    return time.time() if value is None else parse_start_time_s(value)
 
 
 def iso_utc(epoch_s: float) -> str:
