@@ -522,8 +522,8 @@ class HRVFeatures(TransformerMixin, BaseEstimator):
         X : pandas.DataFrame or iterable of mapping
             A beats table (``person_id``, ``t_s`` in s, ``rr_ms`` in ms, as
             :attr:`heartsim.SimulationResult.beats`) or heartbeat messages (``person_id``,
-            ``t``, ``rr_ms`` lists, as :attr:`heartsim.SimulationResult.samples` or the live
-            stream); see :func:`beats_from_messages`.
+            ``t``, ``rr_ms`` lists, as the live stream's; ``t_s`` in the rows of
+            :attr:`heartsim.SimulationResult.samples`); see :func:`beats_from_messages`.
 
         Returns
         -------
