@@ -2,7 +2,8 @@
 
 A synchronous stepper with no I/O and no event loop: the runner (live) and
 :func:`heartsim.simulate` (batch) drive it, tests call it directly. Same seed, same commands at
-the same simulated times and the same ``advance`` steps give identical samples.
+the same simulated times and the same ``advance`` steps give identical samples (identical
+timestamps too with the same ``start_time``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
+from warnings import warn
 
 import numpy as np
 
@@ -35,6 +37,7 @@ from heartsim.physiology.windows import (
     key_time,
     window_stats,
 )
+from heartsim.times import start_time_or_now_s
 
 #: Default length (s) of an episode started by :meth:`Engine.trigger_stress` without a duration.
 DEFAULT_STRESS_DURATION_S = 60.0
@@ -102,8 +105,13 @@ class Engine:
         :meth:`advance` produces one sample per person per call.
     spontaneous_stress_per_h
         Mean rate (episodes per hour and person) of spontaneous stress episodes; 0 disables.
+    start_time
+        Wall-clock time that simulation time 0 maps to (the ``timestamp``/``ts`` fields):
+        epoch seconds, a timezone-aware :class:`~datetime.datetime` or ISO 8601 text with an
+        offset; ``None`` (default): now. Kept in :attr:`start_time_s` (epoch seconds).
+        :func:`heartsim.simulate` takes the same argument.
     epoch_s
-        Wall-clock epoch seconds that simulation time 0 maps to (``timestamp``/``ts`` fields).
+        Deprecated name of ``start_time`` (epoch seconds); removed in heartsim 0.3.
     epoch
         Id of this run's ``seq`` numbering (not a time): every person's ``seq`` increases
         strictly within one epoch and is never reused, also when a removed person id is added
@@ -130,10 +138,23 @@ class Engine:
         tick_hz: float = 2.0,
         *,
         spontaneous_stress_per_h: float = 0.0,
-        epoch_s: float = 0.0,
+        start_time: float | datetime | str | None = None,
         epoch: str | None = None,
         max_persons: int | None = None,
+        epoch_s: float | None = None,
     ) -> None:
+        if epoch_s is not None:
+            warn(
+                "Engine(epoch_s=...) is now Engine(start_time=...); epoch_s stops working in "
+                "heartsim 0.3",
+                FutureWarning,
+                stacklevel=2,
+            )
+            start_time = epoch_s if start_time is None else start_time
+        try:
+            start_time_s = start_time_or_now_s(start_time)
+        except ValueError as err:
+            raise ValueError(f"start_time {err}, got {start_time!r}") from None
         if epoch is None:
             epoch = secrets.token_hex(8)
         if not isinstance(epoch, str) or not _EPOCH_PATTERN.fullmatch(epoch):
@@ -165,7 +186,7 @@ class Engine:
         if len(set(ids)) != len(ids):
             raise ValueError(f"persons must have unique person_id values, got {ids}")
         self._rng = np.random.default_rng(sim_seed)
-        self.epoch_s = float(epoch_s)
+        self.start_time_s = start_time_s
         self.t_s = 0.0
         self.state = SimulationState.STOPPED
         self._persons: dict[str, _Person] = {p.person_id: _Person(p) for p in persons}
@@ -400,6 +421,16 @@ class Engine:
         """The last sample of ``person``, or ``None`` before the first one."""
         return self._latest.get(self._resolve(person))
 
+    @property
+    def epoch_s(self) -> float:
+        """Deprecated name of :attr:`start_time_s`; removed in heartsim 0.3."""
+        warn(
+            "Engine.epoch_s is now Engine.start_time_s; epoch_s stops working in heartsim 0.3",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return self.start_time_s
+
     # ----- internals ---------------------------------------------------------------------------
     def _retire(self, person: str, seq: int) -> None:
         retired = self._retired_seq
@@ -477,7 +508,7 @@ class Engine:
         labels = label_codes(stress, active)
         breathing = self._beats.breathing_rate_bpm(self._arrays)
         rr_lists = [rr.tolist() for rr in block.split(block.rr_ms.astype(np.float64).round(1))]
-        stamp = self.epoch_s + self.t_s
+        stamp = self.start_time_s + self.t_s
         timestamp = datetime.fromtimestamp(stamp, timezone.utc).isoformat().replace("+00:00", "Z")
         state = self.state.value
         samples = []

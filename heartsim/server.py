@@ -205,7 +205,6 @@ class HeartsimServer:
                 seed=seed,
                 tick_hz=tick_hz,
                 spontaneous_stress_per_h=spontaneous_stress_per_h,
-                epoch_s=time.time(),
                 max_persons=max_persons,
             )
         self.engine = engine

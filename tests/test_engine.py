@@ -1,5 +1,7 @@
 import concurrent.futures
 import math
+import time
+from datetime import datetime, timezone
 
 import numpy as np
 import pytest
@@ -55,7 +57,7 @@ def test_rr_intervals_tile_simulated_time():
 
 def test_same_seed_and_commands_give_identical_samples():
     def scripted(seed):
-        engine = Engine(persons=3, seed=seed, spontaneous_stress_per_h=20)
+        engine = Engine(persons=3, seed=seed, spontaneous_stress_per_h=20, start_time=0)
         engine.start()
         out = run(engine, 20)
         engine.trigger_stress(0.8, duration_s=30, person="p1")
@@ -125,11 +127,11 @@ def test_trigger_stress_defaults_and_zero_level_ends_episode():
     ],
 )
 def test_bad_input_names_the_parameter_and_leaves_state_unchanged(call, name):
-    engine = Engine(persons=2, seed=3)
+    engine = Engine(persons=2, seed=3, start_time=0)
     engine.start()
     run(engine, 2)
     before = (engine.t_s, engine.state, engine.profile(), engine.person_ids)
-    twin = Engine(persons=2, seed=3)
+    twin = Engine(persons=2, seed=3, start_time=0)
     twin.start()
     run(twin, 2)
     with pytest.raises(ValueError, match=name):
@@ -203,13 +205,42 @@ def test_spontaneous_episodes_fire_at_the_configured_rate():
     assert {s["label"] for s in run(quiet, 600, dt=1.0)} == {"rest"}
 
 
-def test_timestamps_follow_the_epoch():
-    engine = Engine(seed=1, epoch_s=1_700_000_000.0)
+def test_timestamps_follow_the_start_time():
+    for start in (
+        1_700_000_000.0,
+        "2023-11-14T22:13:20Z",
+        datetime(2023, 11, 14, 22, 13, 20, tzinfo=timezone.utc),
+    ):
+        engine = Engine(seed=1, start_time=start)
+        engine.start()
+        sample = engine.advance(0.5)[0]
+        assert engine.start_time_s == 1_700_000_000.0
+        assert sample["ts"] == 1_700_000_000.5
+        assert sample["timestamp"] == "2023-11-14T22:13:20.500000Z"
+        assert math.isfinite(sample["variability"])
+
+
+def test_the_default_start_time_is_now_not_1970():
+    before = time.time()
+    engine = Engine(seed=1)
     engine.start()
     sample = engine.advance(0.5)[0]
-    assert sample["ts"] == 1_700_000_000.5
-    assert sample["timestamp"] == "2023-11-14T22:13:20.500000Z"
-    assert math.isfinite(sample["variability"])
+    assert before <= engine.start_time_s <= time.time()
+    assert sample["ts"] == pytest.approx(engine.start_time_s + 0.5)
+    assert sample["timestamp"].startswith(str(datetime.now(timezone.utc).year))
+
+
+def test_epoch_s_still_works_with_a_warning_until_0_3():
+    with pytest.warns(FutureWarning, match="start_time"):
+        engine = Engine(seed=1, epoch_s=1_700_000_000.0)
+    with pytest.warns(FutureWarning, match="start_time_s"):
+        assert engine.epoch_s == engine.start_time_s == 1_700_000_000.0
+
+
+@pytest.mark.parametrize("start", ["2023-11-14T22:13:20", "soon", -1.0, datetime(2023, 1, 1)])
+def test_a_bad_start_time_is_refused_naming_it(start):
+    with pytest.raises(ValueError, match=r"start_time must .*, got"):
+        Engine(seed=1, start_time=start)
 
 
 def test_epoch_names_the_run_and_is_validated():

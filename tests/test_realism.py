@@ -55,7 +55,7 @@ def test_every_spectrum_peaks_at_breathing_rate_and_near_0_1_hz(rest):
     result, h = rest
     # Breathing fluctuates slowly around the person's rate: compare with its mean in the window.
     beats = result.beats[result.beats.t_s.between(*WINDOW)]
-    breathing_hz = beats.groupby("person_id", observed=True).respiration_rate.mean() / 60.0
+    breathing_hz = beats.groupby("person_id", observed=True).breathing_rate_bpm.mean() / 60.0
     error = (h.hf_peak_hz - breathing_hz.loc[h.index]).abs()
     assert error.max() <= 0.03, error.sort_values().tail()
     assert h.lf_peak_hz.between(0.07, 0.13).all(), h.lf_peak_hz.describe()
@@ -141,11 +141,11 @@ def test_breathing_rises_with_stress_but_is_not_a_function_of_it(stressed):
 
     def mean_breathing(start_s, end_s):
         window = beats[beats.t_s.between(start_s, end_s)]
-        return window.groupby("person_id", observed=True).respiration_rate.mean()
+        return window.groupby("person_id", observed=True).breathing_rate_bpm.mean()
 
     rise = mean_breathing(900.0, 1200.0) - mean_breathing(*WINDOW)
     # The rise follows each person's reactivity (at level 0.9), give or take the fluctuation.
     assert ((rise - 0.9 * gain.loc[rise.index]).abs() < 2.0).all(), rise.describe()
     # At the same stress level breathing still varies: it does not give the label away.
     at_rest = beats[beats.stress_level == 0.0].groupby("person_id", observed=True)
-    assert at_rest.respiration_rate.std().between(0.2, 1.5).all()
+    assert at_rest.breathing_rate_bpm.std().between(0.2, 1.5).all()

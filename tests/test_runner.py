@@ -14,7 +14,8 @@ from heartsim.runner import Runner, _percentile
 
 
 def make(clock: str = "virtual", tick_hz: float = 20.0, seed: int = 3) -> Runner:
-    engine = Engine(persons=2, seed=seed, tick_hz=tick_hz)
+    # A fixed start time: the timestamps are wall-clock time, "now" by default.
+    engine = Engine(persons=2, seed=seed, tick_hz=tick_hz, start_time=0)
     engine.start()
     return Runner(engine, Hub(), clock=clock)  # type: ignore[arg-type]
 

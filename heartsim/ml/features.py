@@ -23,6 +23,7 @@ import numpy.typing as npt
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from heartsim.datasets import WIRE_FIELDS
 from heartsim.hrv import MIN_FREQ_DURATION_S, MIN_INTERVALS, hrv_frequency, hrv_time
 
 __all__ = [
@@ -62,7 +63,25 @@ CONTEXT_FEATURES: Final[tuple[str, ...]] = (
 BP_FEATURES: Final[tuple[str, ...]] = ("systolic_mmhg", "diastolic_mmhg")
 #: Breathing feature (window mean, breaths per minute), with ``include_breathing=True``.
 BREATHING_FEATURES: Final[tuple[str, ...]] = ("respiration_rate",)
-#: Every feature column :class:`HRVFeatures` can produce, in output order.
+#: Beats-table column each blood-pressure and breathing feature is the window mean of.
+_BEAT_COLUMN_OF_FEATURE: Final[dict[str, str]] = {
+    "systolic_mmhg": "systolic_mmhg",
+    "diastolic_mmhg": "diastolic_mmhg",
+    "respiration_rate": "breathing_rate_bpm",
+}
+# Per-tick columns of the beats (and samples) table, given to every beat of a tick.
+_PER_TICK_COLUMNS: Final[tuple[str, ...]] = (
+    "systolic_mmhg",
+    "diastolic_mmhg",
+    "breathing_rate_bpm",
+    "label",
+    "stress_level",
+)
+# Message field or samples column -> beats column.
+_PER_TICK: Final[dict[str, str]] = {
+    **{WIRE_FIELDS[column]: column for column in _PER_TICK_COLUMNS},
+    **{column: column for column in _PER_TICK_COLUMNS},
+}  #: Every feature column :class:`HRVFeatures` can produce, in output order.
 FEATURE_COLUMNS: Final[tuple[str, ...]] = (
     TIME_FEATURES + FREQUENCY_FEATURES + CONTEXT_FEATURES + BP_FEATURES + BREATHING_FEATURES
 )
@@ -316,7 +335,7 @@ def window_features(
 
 
 def beats_from_messages(messages: pd.DataFrame | Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """Rebuild a beats table from heartbeat messages (live stream or ``SimulationResult.samples``).
+    """Rebuild a beats table from heartbeat messages (live stream) or ``SimulationResult.samples``.
 
     Each message lists in ``rr_ms`` the intervals of the beats completed since the previous
     message of its person. Beat times are the cumulative sum of the intervals, anchored so
@@ -332,19 +351,21 @@ def beats_from_messages(messages: pd.DataFrame | Iterable[Mapping[str, Any]]) ->
     ----------
     messages : pandas.DataFrame or iterable of mapping
         Heartbeat messages with at least ``person_id`` (optional when there is one person),
-        ``t`` (simulation s) and ``rr_ms`` (list of ms).
+        ``t`` (simulation s) and ``rr_ms`` (list of ms); or rows of
+        :attr:`heartsim.SimulationResult.samples`, the same under the names with units
+        (``t_s``, ``systolic_mmhg``, ..., see :mod:`heartsim.datasets`).
 
     Returns
     -------
     pandas.DataFrame
         Columns ``person_id``, ``t_s``, ``rr_ms`` and, when the messages carry them,
-        ``systolic_mmhg``, ``diastolic_mmhg``, ``respiration_rate``, ``label``,
+        ``systolic_mmhg``, ``diastolic_mmhg``, ``breathing_rate_bpm``, ``label``,
         ``stress_level``; sorted by person, then time.
 
     Raises
     ------
     ValueError
-        If ``t`` or ``rr_ms`` is missing.
+        If ``t`` (or ``t_s``) or ``rr_ms`` is missing.
 
     Examples
     --------
@@ -355,21 +376,16 @@ def beats_from_messages(messages: pd.DataFrame | Iterable[Mapping[str, Any]]) ->
     [0.5, 1.31]
     """
     frame = messages if isinstance(messages, pd.DataFrame) else pd.DataFrame(list(messages))
-    missing = [c for c in ("t", "rr_ms") if c not in frame]
+    time = "t" if "t" in frame.columns else "t_s"  # a message field or a samples column
+    missing = [c for c in (time, "rr_ms") if c not in frame.columns]
     if missing:
         raise ValueError(f"messages need the fields 't' and 'rr_ms'; missing: {missing}")
-    if "person_id" not in frame:
+    if "person_id" not in frame.columns:
         frame = frame.assign(person_id="p0")
-    per_tick = {
-        "systolic": "systolic_mmhg",
-        "diastolic": "diastolic_mmhg",
-        "respiration_rate": "respiration_rate",
-        "label": "label",
-        "stress_level": "stress_level",
-    }
+    per_tick = {src: dst for src, dst in _PER_TICK.items() if src in frame.columns}
     parts = []
     for person, group in frame.groupby("person_id", sort=False, observed=True):
-        group = group.sort_values("t", kind="stable")
+        group = group.sort_values(time, kind="stable")
         lists = group["rr_ms"].to_list()
         counts = np.fromiter((len(x) if x is not None else 0 for x in lists), np.int64, len(lists))
         if counts.sum() == 0:
@@ -379,12 +395,11 @@ def beats_from_messages(messages: pd.DataFrame | Iterable[Mapping[str, Any]]) ->
         )
         first = int(np.argmax(counts > 0))
         cum_s = np.cumsum(rr) / 1000.0
-        anchor_s = float(group["t"].iloc[first]) - cum_s[counts[: first + 1].sum() - 1]
+        anchor_s = float(group[time].iloc[first]) - cum_s[counts[: first + 1].sum() - 1]
         part = {"person_id": np.full(rr.size, person, dtype=object), "t_s": cum_s + anchor_s}
         part["rr_ms"] = rr
         for src, dst in per_tick.items():
-            if src in group:
-                part[dst] = np.repeat(group[src].to_numpy(), counts)
+            part[dst] = np.repeat(group[src].to_numpy(), counts)
         parts.append(pd.DataFrame(part))
     if not parts:
         return pd.DataFrame({"person_id": [], "t_s": [], "rr_ms": []})
@@ -442,7 +457,8 @@ class HRVFeatures(TransformerMixin, BaseEstimator):
         Add the blood-pressure means (needs ``systolic_mmhg``/``diastolic_mmhg`` columns, or
         ``systolic``/``diastolic`` in messages).
     include_breathing : bool, default False
-        Add the breathing-rate mean (needs ``respiration_rate``). In heartsim breathing rises
+        Add the breathing-rate mean (needs ``breathing_rate_bpm`` columns, or
+        ``respiration_rate`` in messages). In heartsim breathing rises
         with stress by a few breaths/min and fluctuates slowly (SD 0.7 /min) around that, so
         it is a strong but not a perfect cue; real wearables rarely measure it.
     frequency : bool or None, default None
@@ -506,8 +522,8 @@ class HRVFeatures(TransformerMixin, BaseEstimator):
         X : pandas.DataFrame or iterable of mapping
             A beats table (``person_id``, ``t_s`` in s, ``rr_ms`` in ms, as
             :attr:`heartsim.SimulationResult.beats`) or heartbeat messages (``person_id``,
-            ``t``, ``rr_ms`` lists, as :attr:`heartsim.SimulationResult.samples` or the live
-            stream); see :func:`beats_from_messages`.
+            ``t``, ``rr_ms`` lists, as the live stream's; ``t_s`` in the rows of
+            :attr:`heartsim.SimulationResult.samples`); see :func:`beats_from_messages`.
 
         Returns
         -------
@@ -578,7 +594,7 @@ class HRVFeatures(TransformerMixin, BaseEstimator):
             )
 
     def _as_beats(self, X: Any) -> pd.DataFrame:  # noqa: N803
-        if isinstance(X, pd.DataFrame) and "t_s" in X:
+        if isinstance(X, pd.DataFrame) and "t_s" in X.columns and not _holds_rr_lists(X):
             beats = X
         elif isinstance(X, pd.DataFrame) or (
             isinstance(X, Iterable) and not isinstance(X, (str, bytes, np.ndarray))
@@ -596,9 +612,9 @@ class HRVFeatures(TransformerMixin, BaseEstimator):
             beats = beats.assign(person_id="p0")
         needed = []
         if self.include_bp:
-            needed += list(BP_FEATURES)
+            needed += [_BEAT_COLUMN_OF_FEATURE[c] for c in BP_FEATURES]
         if self.include_breathing:
-            needed += list(BREATHING_FEATURES)
+            needed += [_BEAT_COLUMN_OF_FEATURE[c] for c in BREATHING_FEATURES]
         absent = [c for c in needed if c not in beats]
         if absent and len(beats):
             raise ValueError(
@@ -696,8 +712,9 @@ class HRVFeatures(TransformerMixin, BaseEstimator):
             return (cum[hi] - cum[lo]) / counts
 
         for name in names:
-            if name in BP_FEATURES or name in BREATHING_FEATURES:
-                out[name] = window_mean(group[name].to_numpy(np.float64)[order])
+            if name in _BEAT_COLUMN_OF_FEATURE:
+                column = _BEAT_COLUMN_OF_FEATURE[name]
+                out[name] = window_mean(group[column].to_numpy(np.float64)[order])
         out["t_end_s"] = t_end
         if has_truth:
             codes = _label_codes(group["label"])[order]
@@ -708,6 +725,11 @@ class HRVFeatures(TransformerMixin, BaseEstimator):
             shares = np.stack([window_mean((codes == k).astype(np.float64)) for k in range(3)])
             out["label"] = np.asarray(_LABELS, dtype=object)[np.argmax(shares, axis=0)]
         return out
+
+
+def _holds_rr_lists(frame: pd.DataFrame) -> bool:
+    """Whether ``rr_ms`` holds lists (messages, samples) rather than one interval per row."""
+    return "rr_ms" in frame.columns and frame["rr_ms"].dtype == object
 
 
 def _label_codes(labels: pd.Series) -> np.ndarray:

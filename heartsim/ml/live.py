@@ -15,9 +15,11 @@ from typing import Any, Final
 
 import numpy as np
 
+from heartsim.datasets import WIRE_FIELDS
 from heartsim.hrv import MAX_RR_MS, MIN_FREQ_DURATION_S, MIN_INTERVALS
 from heartsim.ml.evaluation import DEFAULT_HOLD_S
 from heartsim.ml.features import (
+    _BEAT_COLUMN_OF_FEATURE,
     BP_FEATURES,
     BREATHING_FEATURES,
     CONTEXT_FEATURES,
@@ -35,13 +37,10 @@ __all__ = ["LivePredictor", "Prediction", "predict_rr"]
 #: ``stress_score`` (probability of stress, 0 to 1).
 Prediction = dict[str, Any]
 
-# Per-tick fields kept per beat when the model uses them (message field -> feature column).
-_TICK_FIELDS: Final[dict[str, str]] = {
-    "systolic": "systolic_mmhg",
-    "diastolic": "diastolic_mmhg",
-    "respiration_rate": "respiration_rate",
+# Per-tick feature column -> the message field it is the window mean of.
+_FIELD_OF_COLUMN: Final[dict[str, str]] = {
+    feature: WIRE_FIELDS[column] for feature, column in _BEAT_COLUMN_OF_FEATURE.items()
 }
-_FIELD_OF_COLUMN: Final[dict[str, str]] = {v: k for k, v in _TICK_FIELDS.items()}
 
 
 class _Columns:
@@ -274,7 +273,8 @@ class LivePredictor:
         message : mapping
             A heartbeat message: ``person_id`` (optional with one person), ``t`` (s),
             ``rr_ms`` (list of ms), optionally ``seq`` and, if the model uses them,
-            ``systolic``, ``diastolic``, ``respiration_rate``.
+            ``systolic``, ``diastolic``, ``respiration_rate``; or a row of
+            :attr:`heartsim.SimulationResult.samples` (``t_s``, ``systolic_mmhg``, ...).
 
         Returns
         -------
@@ -342,7 +342,7 @@ class LivePredictor:
         if not isinstance(message, Mapping):
             raise TypeError(f"a message must be a mapping, got {type(message).__name__}")
         person_id = str(message.get("person_id", "p0"))
-        t = float(message["t"])
+        t = float(message["t"] if "t" in message or "t_s" not in message else message["t_s"])
         if not math.isfinite(t):
             raise ValueError(f"t must be finite, got {t!r}")
         rr_raw = message.get("rr_ms")
@@ -384,7 +384,10 @@ class LivePredictor:
             person.last_beat_s = float(times[-1])
             rows = [times, rr]
             for column in self._tick_columns:
-                rows.append(np.full(rr.size, float(message[_FIELD_OF_COLUMN[column]])))
+                field = _FIELD_OF_COLUMN[column]
+                if field not in message and _BEAT_COLUMN_OF_FEATURE[column] in message:
+                    field = _BEAT_COLUMN_OF_FEATURE[column]  # a row of a samples table
+                rows.append(np.full(rr.size, float(message[field])))
             person.beats.append(np.vstack(rows))
         return person
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import time
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -38,7 +37,7 @@ class _Server(uvicorn.Server):
 @pytest.fixture
 async def legacy() -> AsyncIterator[tuple[str, FastAPI]]:
     """An app served by uvicorn's legacy ``websockets`` protocol; yields (ws url, app)."""
-    engine = Engine(seed=5, tick_hz=20.0, epoch_s=time.time())
+    engine = Engine(seed=5, tick_hz=20.0)
     app = create_app(engine, websocket=WebSocketSettings(queue_size=4, close_grace_s=0.5))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))

@@ -15,11 +15,11 @@ from heartsim.ml.evaluation import hold_stress
 
 
 def _ticks(samples: pd.DataFrame) -> list[list[dict[str, Any]]]:
-    """The stream as it arrives: one list of messages (all persons) per tick."""
-    records = samples.sort_values(["t", "person_id"], kind="stable").to_dict("records")
+    """The stream as it arrives: one list of samples rows (all persons) per tick."""
+    records = samples.sort_values(["t_s", "person_id"], kind="stable").to_dict("records")
     ticks: dict[float, list[dict[str, Any]]] = {}
     for message in records:
-        ticks.setdefault(message["t"], []).append(message)
+        ticks.setdefault(message["t_s"], []).append(message)
     return list(ticks.values())
 
 
@@ -27,7 +27,7 @@ def _stream(live: LivePredictor, samples: pd.DataFrame) -> dict[tuple[str, float
     out = {}
     for tick in _ticks(samples):
         for message, result in zip(tick, live.update_many(tick), strict=True):
-            out[(str(message["person_id"]), float(message["t"]))] = result
+            out[(str(message["person_id"]), float(message["t_s"]))] = result
     return out
 
 
