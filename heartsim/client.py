@@ -68,6 +68,7 @@ from heartsim.schema import HeartbeatMessage
 __all__ = [
     "DEFAULT_URL",
     "HEARTBEAT_COLUMNS",
+    "TIMESTAMP_DTYPE",
     "Client",
     "HeartsimError",
     "SyncClient",
@@ -84,6 +85,9 @@ DEFAULT_URL = "http://127.0.0.1:8001"
 HEARTBEAT_COLUMNS: tuple[str, ...] = tuple(
     name for name in HeartbeatMessage.model_fields if name != "type"
 )
+#: dtype of the ``timestamp`` column of those frames: UTC at nanosecond resolution, on
+#: pandas 2 and 3 alike.
+TIMESTAMP_DTYPE = pd.DatetimeTZDtype(unit="ns", tz="UTC")
 
 try:
     _VERSION = importlib.metadata.version("heartsim")
@@ -256,11 +260,12 @@ def messages_to_frame(messages: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Columns :data:`HEARTBEAT_COLUMNS` in order (then any field a newer server added):
-        ``seq``, ``person_id``, ``t`` (simulation time, s), ``timestamp`` (parsed to a UTC
-        ``datetime64``), ``ts`` (wall-clock epoch, s), ``bpm`` (beats/min), ``variability``
-        (RMSSD, ms), ``stress_level`` (0 to 1), ``systolic``/``diastolic`` (mmHg), ``state``,
-        model outputs, ``rr_ms`` (a *list* per row: the RR intervals, ms, of the beats completed
-        since the previous message), ``label`` and ``respiration_rate`` (breaths/min). Rows are
+        ``seq``, ``person_id``, ``t`` (simulation time, s), ``timestamp`` (UTC at nanosecond
+        resolution, :data:`TIMESTAMP_DTYPE`, with pandas 2 and 3 alike), ``ts`` (wall-clock
+        epoch, s), ``bpm`` (beats/min), ``variability`` (RMSSD, ms), ``stress_level`` (0 to 1),
+        ``systolic``/``diastolic`` (mmHg), ``state``, model outputs, ``rr_ms`` (a *list* per
+        row: the RR intervals, ms, of the beats completed since the previous message),
+        ``label`` and ``respiration_rate`` (breaths/min). Rows are
         sorted by person, then ``seq``; an empty input gives an empty table with these columns.
 
     Examples
@@ -276,7 +281,10 @@ def messages_to_frame(messages: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     frame = frame.reindex(columns=[*HEARTBEAT_COLUMNS, *extra])
     if rows:
         frame = frame.sort_values(["person_id", "seq"], kind="stable", ignore_index=True)
-    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
+    # Nanoseconds whatever pandas defaults to (pandas 3 parses strings at microseconds), so
+    # frames from any install concatenate, compare and save alike.
+    timestamps = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
+    frame["timestamp"] = timestamps.astype(TIMESTAMP_DTYPE)
     return frame
 
 
