@@ -404,7 +404,7 @@ class Client:
         return http
 
     async def _request(
-        self, method: str, path: str, params: Mapping[str, object] | None = None
+        self, method: str, path: str, params: Mapping[str, str | float | None] | None = None
     ) -> Any:
         query = {k: v for k, v in (params or {}).items() if v is not None}
         try:
@@ -758,7 +758,7 @@ class Client:
                         request=url,
                     ) from exc
                 code, reason = None, f"handshake answered HTTP {status}"
-            except (OSError, asyncio.TimeoutError, InvalidHandshake) as exc:
+            except (TimeoutError, OSError, InvalidHandshake) as exc:
                 if not connected_once:
                     raise HeartsimError(
                         f"cannot open the stream at {url}: {exc!s} ({type(exc).__name__}); "

@@ -286,6 +286,8 @@ def load(directory: str | Path) -> SimulationResult:
 
 
 def _samples_table(result: SimulationResult) -> pd.DataFrame:
+    schedule = result._schedule
+    assert schedule is not None  # SimulationResult.samples checked it
     beats = result.beats
     if result._warmup is not None:
         beats_all = pd.concat([result._warmup, beats]).sort_values(
@@ -312,7 +314,7 @@ def _samples_table(result: SimulationResult) -> pd.DataFrame:
     stress = beats_all["stress_level"].to_numpy()[last]
     breathing = beats_all["respiration_rate"].to_numpy()[last]
     stress_grid = stress.reshape(n_persons, n_ticks).T
-    _, active = result._schedule.target(np.broadcast_to(ticks[:, None], stress_grid.shape).copy())
+    _, active = schedule.target(np.broadcast_to(ticks[:, None], stress_grid.shape).copy())
     labels = label_codes(stress_grid, active).T.ravel()
     # rr_ms: the beats after the previous tick, up to this one.
     beat_keys_out = beat_keys(beats["person_id"].cat.codes.to_numpy(), beats["t_s"].to_numpy())

@@ -61,7 +61,7 @@ def fuzz(url: str, spec: dict[str, Any], mode: Any, examples: int) -> dict[str, 
                 raise
         except AssertionError as exc:
             failures[operation.label] = str(exc)[:2000]
-        except BaseExceptionGroup as group:  # schemathesis' FailureGroup  # noqa: F821
+        except BaseExceptionGroup as group:  # schemathesis' FailureGroup
             failures[operation.label] = str(group)[:2000]
     return failures
 
