@@ -33,7 +33,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
@@ -88,7 +88,7 @@ def sample(seq: int, period_s: float, rng: random.Random) -> dict[str, Any]:
         "seq": seq,
         "person_id": "p0",
         "t": round(seq * period_s, 3),
-        "timestamp": datetime.fromtimestamp(now, timezone.utc).isoformat().replace("+00:00", "Z"),
+        "timestamp": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z"),
         "ts": now,
         "bpm": bpm,
         "variability": round(rng.uniform(20.0, 30.0), 2),

@@ -14,7 +14,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pandas as pd
 
@@ -47,7 +47,7 @@ def _cli_error(parser: argparse.ArgumentParser, flag: str, requirement: str, raw
     parser.exit(2, f"{parser.prog}: error: {flag}: {requirement}, got {raw!r}\n")
 
 
-def _number(text: str, kind: type) -> int | float | str:
+def _number(text: str, kind: type) -> Any:
     """``text`` as a number when it is one, else unchanged (``simulate`` then says what it
     wanted): the error message has one source, ``simulate``'s validation."""
     try:
@@ -230,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.parser.exit(2, f"{args.parser.prog}: error: {err}\n")
     except KeyboardInterrupt:
         args.parser.exit(130, f"{args.parser.prog}: interrupted\n")
+    return 1  # not reached: parser.exit raises SystemExit
 
 
 if __name__ == "__main__":

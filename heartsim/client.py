@@ -68,6 +68,7 @@ from heartsim.schema import HeartbeatMessage
 __all__ = [
     "DEFAULT_URL",
     "HEARTBEAT_COLUMNS",
+    "TIMESTAMP_DTYPE",
     "Client",
     "HeartsimError",
     "StreamRestartedError",
@@ -85,6 +86,9 @@ DEFAULT_URL = "http://127.0.0.1:8001"
 HEARTBEAT_COLUMNS: tuple[str, ...] = tuple(
     name for name in HeartbeatMessage.model_fields if name != "type"
 )
+#: dtype of the ``timestamp`` column of those frames: UTC at nanosecond resolution, on
+#: pandas 2 and 3 alike.
+TIMESTAMP_DTYPE = pd.DatetimeTZDtype(unit="ns", tz="UTC")
 
 try:
     _VERSION = importlib.metadata.version("heartsim")
@@ -298,11 +302,12 @@ def messages_to_frame(messages: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Columns :data:`HEARTBEAT_COLUMNS` in order (then any field a newer server added):
-        ``seq``, ``person_id``, ``t`` (simulation time, s), ``timestamp`` (parsed to a UTC
-        ``datetime64``), ``ts`` (wall-clock epoch, s), ``bpm`` (beats/min), ``variability``
-        (RMSSD, ms), ``stress_level`` (0 to 1), ``systolic``/``diastolic`` (mmHg), ``state``,
-        model outputs, ``rr_ms`` (a *list* per row: the RR intervals, ms, of the beats completed
-        since the previous message), ``label`` and ``respiration_rate`` (breaths/min). Rows are
+        ``seq``, ``person_id``, ``t`` (simulation time, s), ``timestamp`` (UTC at nanosecond
+        resolution, :data:`TIMESTAMP_DTYPE`, with pandas 2 and 3 alike), ``ts`` (wall-clock
+        epoch, s), ``bpm`` (beats/min), ``variability`` (RMSSD, ms), ``stress_level`` (0 to 1),
+        ``systolic``/``diastolic`` (mmHg), ``state``, model outputs, ``rr_ms`` (a *list* per
+        row: the RR intervals, ms, of the beats completed since the previous message),
+        ``label`` and ``respiration_rate`` (breaths/min). Rows are
         sorted by person, then ``seq``; an empty input gives an empty table with these columns.
 
     Examples
@@ -318,7 +323,10 @@ def messages_to_frame(messages: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     frame = frame.reindex(columns=[*HEARTBEAT_COLUMNS, *extra])
     if rows:
         frame = frame.sort_values(["person_id", "seq"], kind="stable", ignore_index=True)
-    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
+    # Nanoseconds whatever pandas defaults to (pandas 3 parses strings at microseconds), so
+    # frames from any install concatenate, compare and save alike.
+    timestamps = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
+    frame["timestamp"] = timestamps.astype(TIMESTAMP_DTYPE)
     return frame
 
 
@@ -449,7 +457,7 @@ class Client:
     ) -> Any:
         """The decoded JSON answer; :class:`HeartsimError` for an error status not in
         ``answers`` (statuses whose body is the answer, e.g. /health's 503)."""
-        query = {k: v for k, v in (params or {}).items() if v is not None}
+        query = {k: cast(Any, v) for k, v in (params or {}).items() if v is not None}
         try:
             response = await self._http().request(method, path, params=query, json=body)
         except httpx.TimeoutException as exc:
@@ -1035,7 +1043,7 @@ class Client:
                     ) from exc
                 code, reason = None, f"handshake answered HTTP {status}{said}"
                 retry_after_s = _retry_after_s(exc.response.headers.get("Retry-After"))
-            except (OSError, asyncio.TimeoutError, InvalidHandshake) as exc:
+            except (TimeoutError, OSError, InvalidHandshake) as exc:
                 if not connected_once:
                     raise HeartsimError(
                         f"cannot open the stream at {url}: {exc!s} ({type(exc).__name__}); "
@@ -1185,7 +1193,7 @@ def _resume_point(hello: Mapping[str, Any], last_seq: int | None, *, reconnected
     return last_seq
 
 
-def _refusal_text(body: bytes | None) -> str:
+def _refusal_text(body: bytes | bytearray | None) -> str:
     """``": <message>"`` from a refused handshake's JSON error body, or ``""``."""
     try:
         message = json.loads(body or b"").get("message")

@@ -48,7 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import numpy as np
 import pandas as pd
@@ -194,16 +194,19 @@ def simulate(
                 f"n_persons must be an integer between 1 and {MAX_PERSONS}, got {n_persons!r}"
             )
         persons = sample_population(int(n_persons), seed=population_seed)
-    persons = [p if isinstance(p, PersonProfile) else _profile(p) for p in persons]
-    if not persons:
+    profiles: list[PersonProfile] = [
+        p if isinstance(p, PersonProfile) else _profile(p) for p in persons
+    ]
+    persons = profiles
+    if not profiles:
         raise ValueError("persons must not be empty")
-    ids = [p.person_id for p in persons]
+    ids = [p.person_id for p in profiles]
     if len(set(ids)) != len(ids):
         raise ValueError("persons must have unique person_id values")
     chosen = as_protocol(protocol)
     episodes = chosen.episodes(ids, duration, np.random.default_rng(protocol_seed))
 
-    arrays = ProfileArrays.from_profiles(persons)
+    arrays = ProfileArrays.from_profiles(profiles)
     schedule = Schedule.from_episodes(episodes)
     # Persons are simulated in fixed groups, each from its own random stream: groups run on
     # several cores at once (the compiled beat loop releases the GIL) and the tables do not
@@ -234,11 +237,11 @@ def simulate(
     report(None)
     return SimulationResult(
         beats=_beats_table(BeatBlock.concat(blocks), ids),
-        persons=_persons_table(persons),
+        persons=_persons_table(profiles),
         episodes=_episodes_table(ids, episodes),
         duration_s=duration,
         tick_hz=float(tick_hz),
-        seed=int(seeds.entropy),
+        seed=int(cast(int, seeds.entropy)),
         start_time_s=start_time_s,
         protocol=chosen,
         persons_drawn=drawn,
@@ -413,7 +416,7 @@ class SimulationResult:
         if protocol is None:
             name = "unknown"
         elif protocol in (as_protocol("lab"), as_protocol("rest")):
-            name = repr(protocol.to_dict()["type"])
+            name = repr(cast(dict[str, Any], protocol.to_dict())["type"])
         else:
             name = type(protocol).__name__
         return (
@@ -579,6 +582,7 @@ def _samples_table(
     all_ids = list(result.beats["person_id"].cat.categories)
     ids = all_ids if person_ids is None else list(person_ids)
     beats, warmup = result.beats, result._warmup
+    assert warmup is not None  # SimulationResult.samples checked it
     if person_ids is not None:
         beats = beats[beats["person_id"].isin(ids)]
         warmup = warmup[warmup["person_id"].isin(ids)]

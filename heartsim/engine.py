@@ -14,7 +14,7 @@ import secrets
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 from warnings import warn
@@ -60,7 +60,7 @@ class PersonLimitError(ValueError):
     """Adding a person would exceed the engine's ``max_persons``."""
 
 
-class SimulationState(str, Enum):
+class SimulationState(str, Enum):  # noqa: UP042 (str() and format() stay as they were)
     """Run state of an :class:`Engine`."""
 
     STOPPED = "stopped"
@@ -126,6 +126,7 @@ class Engine:
     --------
     >>> engine = Engine(persons=2, seed=7)
     >>> engine.start()
+    True
     >>> samples = engine.advance(0.5)
     >>> [s["person_id"] for s in samples]
     ['p0', 'p1']
@@ -509,7 +510,7 @@ class Engine:
         breathing = self._beats.breathing_rate_bpm(self._arrays)
         rr_lists = [rr.tolist() for rr in block.split(block.rr_ms.astype(np.float64).round(1))]
         stamp = self.start_time_s + self.t_s
-        timestamp = datetime.fromtimestamp(stamp, timezone.utc).isoformat().replace("+00:00", "Z")
+        timestamp = datetime.fromtimestamp(stamp, UTC).isoformat().replace("+00:00", "Z")
         state = self.state.value
         samples = []
         for i, (pid, person) in enumerate(self._persons.items()):

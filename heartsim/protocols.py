@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -197,7 +197,8 @@ def as_protocol(
     if isinstance(protocol, Mapping) or (
         isinstance(protocol, Sequence) and all(isinstance(e, Episode) for e in protocol)
     ):
-        return CustomProtocol(protocol)
+        # (mypy keeps str in the union here although the branch above returned for it)
+        return CustomProtocol(cast("Sequence[Episode] | Mapping[str, Sequence[Episode]]", protocol))
     raise ValueError(
         "protocol must be 'lab', 'rest', a Protocol, a protocol dict, a list of Episode or a "
         f"mapping of person id to episodes, got {protocol!r}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 import numpy as np
 import pandas as pd
@@ -111,7 +111,7 @@ def plot_result(
     else:
         if len(axes) != 4:
             raise ValueError(f"axes must be 4 matplotlib axes, got {len(axes)}")
-        figure = axes[0].figure
+        figure = cast("Figure", axes[0].figure)
     scale, unit = (1.0, "s") if result.duration_s <= 1200 else (60.0, "min")
     if result.duration_s > 48 * 3600:
         scale, unit = 3600.0, "h"

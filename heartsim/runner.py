@@ -36,7 +36,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from heartsim.engine import Engine, SimulationState
@@ -150,7 +150,7 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 def iso_utc(epoch_s: float) -> str:
     """``2026-01-09T12:00:00.500000Z`` for epoch seconds (the engine's ``timestamp`` format)."""
-    return datetime.fromtimestamp(epoch_s, timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat().replace("+00:00", "Z")
 
 
 class Runner:

@@ -388,7 +388,7 @@ def _profile_field(name: str, *, required: bool) -> Any:
 
 #: A person's profile as sent in ``POST /persons`` and ``PATCH /persons/{id}``: every field
 #: optional and range-checked.
-PersonProfileIn: type[BaseModel] = create_model(  # type: ignore[call-overload]
+PersonProfileIn: type[BaseModel] = create_model(
     "PersonProfileIn",
     __config__=ConfigDict(extra="forbid"),
     __doc__="Profile fields (all optional). POST /persons: omitted fields take the typical-adult "
@@ -398,7 +398,7 @@ PersonProfileIn: type[BaseModel] = create_model(  # type: ignore[call-overload]
 )
 
 #: A person as returned by the API.
-Person: type[BaseModel] = create_model(  # type: ignore[call-overload]
+Person: type[BaseModel] = create_model(
     "Person",
     __doc__="A simulated person and its physiological profile.",
     person_id=(str, Field(description="Person id")),

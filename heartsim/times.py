@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Final
 
 import numpy as np
@@ -148,4 +148,4 @@ def start_time_or_now_s(value: float | datetime | str | None) -> float:
 
 def iso_utc(epoch_s: float) -> str:
     """``2026-01-09T12:00:00.500000Z`` for epoch seconds (the messages' ``timestamp`` format)."""
-    return datetime.fromtimestamp(epoch_s, timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat().replace("+00:00", "Z")

@@ -1,7 +1,7 @@
 import concurrent.futures
 import math
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -209,7 +209,7 @@ def test_timestamps_follow_the_start_time():
     for start in (
         1_700_000_000.0,
         "2023-11-14T22:13:20Z",
-        datetime(2023, 11, 14, 22, 13, 20, tzinfo=timezone.utc),
+        datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC),
     ):
         engine = Engine(seed=1, start_time=start)
         engine.start()
@@ -227,7 +227,7 @@ def test_the_default_start_time_is_now_not_1970():
     sample = engine.advance(0.5)[0]
     assert before <= engine.start_time_s <= time.time()
     assert sample["ts"] == pytest.approx(engine.start_time_s + 0.5)
-    assert sample["timestamp"].startswith(str(datetime.now(timezone.utc).year))
+    assert sample["timestamp"].startswith(str(datetime.now(UTC).year))
 
 
 def test_epoch_s_still_works_with_a_warning_until_0_3():

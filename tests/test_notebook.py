@@ -9,7 +9,6 @@ joins, and code between two awaits is what one cell runs. The real kernel is in
 from __future__ import annotations
 
 import asyncio
-import doctest
 import errno
 import json
 import logging
@@ -25,7 +24,6 @@ from support import bindable, free_port, listening
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-import heartsim.notebook as notebook_module
 from heartsim.hub import Backend, Message
 from heartsim.notebook import ServerHandle, start_server, stop_server
 
@@ -114,11 +112,6 @@ def test_no_running_loop_falls_back_to_thread_and_logs_it(
     assert stopping.done() and h.state == "stopped"
     assert not listening(h.port)
     assert not h._thread.is_alive()  # type: ignore[union-attr]
-
-
-def test_doctests() -> None:
-    result = doctest.testmod(notebook_module, optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0 and result.attempted >= 4
 
 
 def test_invalid_arguments_raise_value_error() -> None:

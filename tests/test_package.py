@@ -1,7 +1,10 @@
 """The package's front door: ``import heartsim`` stays light, and every exported name works."""
 
+import re
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -30,3 +33,34 @@ def test_every_exported_name_resolves_and_is_listed():
     assert heartsim.hrv.__name__ == "heartsim.hrv"
     with pytest.raises(AttributeError, match="no_such_name"):
         heartsim.no_such_name  # noqa: B018
+
+
+def test_py_typed_marker_ships_with_the_package():
+    # pyproject.toml's package-data lists it; type checkers of user code look for it.
+    assert (Path(heartsim.__file__).parent / "py.typed").is_file()
+
+
+def _bounds(lines: list[str]) -> dict[str, str]:
+    """``{normalised name: requirement}`` of requirement strings like ``numpy>=1.24``."""
+    bounds = {}
+    for line in lines:
+        match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(.*)$", line.strip())
+        if match:
+            name = re.sub(r"[-_.]+", "-", match.group(1)).lower()
+            bounds[CONDA_NAMES.get(name, name)] = match.group(2).replace(" ", "")
+    return bounds
+
+
+#: conda-forge names of PyPI packages, where they differ.
+CONDA_NAMES = {"matplotlib-base": "matplotlib"}
+
+
+def test_environment_yml_has_the_bounds_of_pyproject():
+    root = Path(__file__).resolve().parent.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    pip_bounds = _bounds([*project["dependencies"], *project["optional-dependencies"]["dev"]])
+    pip_bounds["python"] = project["requires-python"]
+    environment = (root / "environment.yml").read_text().split("dependencies:", 1)[1]
+    conda_lines = re.findall(r"^  - (\S.*)$", environment, re.MULTILINE)
+    conda_bounds = _bounds([line for line in conda_lines if line not in ("pip", "pip:")])
+    assert conda_bounds == pip_bounds

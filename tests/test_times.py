@@ -1,6 +1,6 @@
 """Durations and start times as people write them (heartsim.times)."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -37,7 +37,7 @@ def test_format_duration_writes_what_parse_reads():
 
 
 def test_start_times():
-    utc = datetime(2024, 5, 1, 8, 0, tzinfo=timezone.utc)
+    utc = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
     for value in (
         utc,
         utc.astimezone(timezone(timedelta(hours=2))),

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from heartsim.schema import ErrorBody, ValidationErrorBody, describe_range
+from heartsim.schema import ErrorBody, ValidationErrorBody, ValidationIssue, describe_range
 
 
 class ApiError(Exception):
@@ -69,7 +69,7 @@ _FIELD_AT_START = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*) ")
 
 def validation_error(field: str | None, message: str, location: str = "query") -> ApiError:
     """422 for ``field`` (at ``location``: query, body) with ``message`` saying what is allowed."""
-    detail = [{"loc": [location, field or "value"], "msg": message, "type": "value_error"}]
+    detail = [ValidationIssue(loc=[location, field or "value"], msg=message, type="value_error")]
     return _ValidationApiError(message, field, detail)
 
 
@@ -81,7 +81,7 @@ def engine_value_error(exc: ValueError, location: str = "query") -> ApiError:
 
 
 class _ValidationApiError(ApiError):
-    def __init__(self, message: str, field: str | None, detail: list[dict[str, Any]]) -> None:
+    def __init__(self, message: str, field: str | None, detail: list[ValidationIssue]) -> None:
         super().__init__(422, "Invalid parameter", message)
         self.field = field
         self.detail = detail

@@ -249,7 +249,7 @@ class PredictGate:
         if semaphore.locked():
             try:
                 await asyncio.wait_for(semaphore.acquire(), self.limits.wait_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.refused.predict_busy += 1
                 raise ApiError(
                     503,

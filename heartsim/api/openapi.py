@@ -40,7 +40,9 @@ def _api_routes(app: FastAPI) -> Iterator[Any]:
     flatten = getattr(fastapi.routing, "iter_route_contexts", None)
     routes = flatten(app.routes) if flatten is not None else app.routes
     for route in routes:
-        if getattr(route, "dependant", None) is not None and route.include_in_schema:
+        if getattr(route, "dependant", None) is not None and getattr(
+            route, "include_in_schema", False
+        ):
             yield route
 
 
@@ -59,7 +61,9 @@ def needs_token(path: str, dependant: Dependant, ctx: AppContext) -> bool:
 def _apply_security(app: FastAPI, ctx: AppContext, document: dict[str, Any]) -> None:
     components = document.get("components", {})
     schemes = components.get("securitySchemes", {})
-    requirement = [{name: []} for name in schemes]  # alternatives: any one scheme suffices
+    requirement: list[dict[str, list[str]]] = [
+        {name: []} for name in schemes
+    ]  # alternatives: any one scheme suffices
     required_anywhere = False
     for route in _api_routes(app):
         required = needs_token(route.path_format, route.dependant, ctx)

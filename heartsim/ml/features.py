@@ -713,8 +713,8 @@ class HRVFeatures(TransformerMixin, BaseEstimator):
 
         for name in names:
             if name in _BEAT_COLUMN_OF_FEATURE:
-                column = _BEAT_COLUMN_OF_FEATURE[name]
-                out[name] = window_mean(group[column].to_numpy(np.float64)[order])
+                beat_column = _BEAT_COLUMN_OF_FEATURE[name]
+                out[name] = window_mean(group[beat_column].to_numpy(np.float64)[order])
         out["t_end_s"] = t_end
         if has_truth:
             codes = _label_codes(group["label"])[order]

@@ -434,6 +434,7 @@ class LivePredictor:
         window holds too few beats)."""
         step = self.step_s
         k_now = math.floor(person.last_t / step + 1e-9)
+        assert person.next_k is not None  # set by _is_due, which runs first
         # Every grid point passed since the last call feeds the context history, as in batch.
         first_k = max(person.next_k, k_now - math.ceil(self._keep_history_s / step))
         row = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -93,13 +94,13 @@ class PersonProfile:
                 f"{self.diastolic_mmhg!r} / {self.systolic_mmhg!r}"
             )
 
-    def replace(self, **changes: object) -> PersonProfile:
+    def replace(self, **changes: Any) -> PersonProfile:
         """Return a copy with ``changes`` applied (validated like a new profile)."""
         return dataclasses.replace(self, **changes)
 
 
 def sample_population(
-    n: int, seed: int | None = None, *, id_prefix: str = "p"
+    n: int, seed: int | np.integer | np.random.SeedSequence | None = None, *, id_prefix: str = "p"
 ) -> list[PersonProfile]:
     """Draw ``n`` realistic, different person profiles.
 
@@ -112,7 +113,8 @@ def sample_population(
     n
         Number of persons (>= 1).
     seed
-        Seed of the random generator; the same seed gives the same population.
+        Seed of the random generator (an int or a :class:`numpy.random.SeedSequence`); the
+        same seed gives the same population.
     id_prefix
         Person ids are ``f"{id_prefix}{i}"``.
 

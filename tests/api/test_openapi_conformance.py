@@ -72,7 +72,7 @@ def fuzz(
                 raise
         except AssertionError as exc:
             failures[operation.label] = str(exc)[:2000]
-        except BaseExceptionGroup as group:  # schemathesis' FailureGroup  # noqa: F821
+        except BaseExceptionGroup as group:  # schemathesis' FailureGroup
             failures[operation.label] = str(group)[:2000]
     return failures
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -159,7 +160,10 @@ def test_serve_command_prints_the_dashboard_url_and_stops_on_ctrl_c() -> None:
 async def test_keep_alive_responses_are_not_delayed_by_nagle(client: httpx.AsyncClient) -> None:
     # A pre-bound socket without proto=IPPROTO_TCP left TCP_NODELAY off: ~40 ms per response.
     await client.get("/health")
-    started = time.perf_counter()
+    durations_s = []
     for _ in range(10):
+        started = time.perf_counter()
         await client.get("/health")
-    assert (time.perf_counter() - started) / 10 < 0.02
+        durations_s.append(time.perf_counter() - started)
+    # Nagle delays every response; a busy machine delays a few: the median tells them apart.
+    assert statistics.median(durations_s) < 0.02, durations_s

@@ -90,14 +90,16 @@ async def test_cadence_is_2_hz_at_tick_hz_2(make_server: ServerFactory) -> None:
     async with websockets.connect(server.ws_url) as ws:
         await recv_json(ws)
         await heartbeats(ws, 1)
-        arrivals = []
+        arrivals, messages = [], []
         for _ in range(6):
-            await heartbeats(ws, 1, timeout=2.0)
+            messages += await heartbeats(ws, 1, timeout=2.0)
             arrivals.append(time.monotonic())
-    intervals = [b - a for a, b in itertools.pairwise(arrivals)]
-    assert all(0.4 < dt < 0.6 for dt in intervals), intervals
-    assert abs((arrivals[-1] - arrivals[0]) / 5 - 0.5) < 0.02  # no drift
-    # Tick jitter is a performance figure (p99 ~2 ms idle): measured outside the tests.
+    # Each message is one 0.5 s period of simulated time (a tick more than a period late would
+    # skip ahead); on the wall clock the 5 periods take 2.5 s, give or take a busy machine's
+    # hiccup. Drift and jitter are checked exactly in test_runner.py, measured in benchmarks/.
+    steps = [b["t"] - a["t"] for a, b in itertools.pairwise(messages)]
+    assert steps == pytest.approx([0.5] * 5), steps
+    assert 2.25 < arrivals[-1] - arrivals[0] < 2.75, arrivals
 
 
 async def test_each_person_has_its_own_stream(make_server: ServerFactory) -> None:
