@@ -105,6 +105,10 @@ def _field_message(issue: Mapping[str, Any]) -> tuple[str | None, str]:
     got = issue.get("input")
     kind = issue.get("type")
     rule = describe_range(name) if name is not None and kind not in _CONTAINER_ERRORS else None
+    if kind == "json_invalid":  # loc holds the character position, not a field
+        position = issue.get("loc", ())[-1]
+        error = (issue.get("ctx") or {}).get("error", issue.get("msg"))
+        return None, f"the request body is not valid JSON: {error} at character {position}"
     if kind == "missing":
         if field is None:
             return None, "a JSON request body is required"
@@ -146,7 +150,13 @@ _MAX_ECHO_DEPTH = 3
 
 
 def _bounded_echo(value: Any, depth: int = 0) -> Any:
-    """``value`` if small, else a short summary of it (nested values likewise)."""
+    """``value`` if small, else a short summary of it (nested values likewise).
+
+    A raw body (``bytes``: sent with a non-JSON content type) is echoed as text, its
+    undecodable bytes replaced, so that any body, even one that is not UTF-8, gets its 422.
+    """
+    if isinstance(value, bytes | bytearray):
+        value = bytes(value).decode("utf-8", "replace")
     if isinstance(value, str):
         if len(value) > MAX_ECHO_ITEMS * 10:
             return f"<string of {len(value)} characters>"
@@ -198,9 +208,13 @@ def _allowed_methods(request: Request) -> list[str]:
 
 async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    title = {404: "Not found", 405: "Method not allowed", 413: "Content too large"}.get(
-        exc.status_code, "HTTP error"
-    )
+    titles = {
+        400: "Bad request",
+        404: "Not found",
+        405: "Method not allowed",
+        413: "Content too large",
+    }
+    title = titles.get(exc.status_code, "HTTP error")
     message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     headers = dict(exc.headers or {})
     if exc.status_code == 404:
@@ -219,6 +233,11 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error_handler)
 
 
+#: The 400 of the routes with a JSON body: FastAPI cannot decode it. Any other body that is not
+#: JSON, or not the expected JSON, gets 422 (``json_invalid`` and the like).
+UNDECODABLE_BODY = "The body is sent as JSON but is not valid UTF-8; other malformed bodies get 422"
+
+
 def error_responses(
     *statuses: int, descriptions: Mapping[int, str] | None = None
 ) -> dict[int | str, dict[str, Any]]:
@@ -227,7 +246,7 @@ def error_responses(
     ``descriptions`` replaces the generic description of some statuses for one route.
     """
     described = {
-        400: "The simulation is not running (trigger-stress), or the body is not JSON",
+        400: "The simulation is not running (trigger-stress)",
         401: "Missing or wrong token (send Authorization: Bearer TOKEN or ?token=TOKEN)",
         403: "Cross-origin request from an origin not allowed (see cors_origins)",
         404: "Unknown person, or no data yet",
@@ -252,6 +271,7 @@ def error_responses(
 
 
 __all__ = [
+    "UNDECODABLE_BODY",
     "ApiError",
     "engine_value_error",
     "error_response",

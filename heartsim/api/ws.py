@@ -83,7 +83,8 @@ code  counted as     cause
 1008  ``slow``       too slow: its send buffer overflowed (``client_buffer_bytes``)
 1011  ``keepalive``  no answer to a protocol ping within ``ping_timeout_s`` (uvicorn's
                      keepalive; a frozen client often never reads the close frame)
-1009  ``too_big``    sent a message over ``max_message_bytes``
+1009  ``too_big``    sent a message over ``max_message_bytes`` (one over the server's
+                     ``WS_MAX_SIZE``, 64 KiB, is closed by uvicorn itself, also counted)
 1000  --             its person was removed
 1001  --             the server is shutting down (1012 when uvicorn shuts down alone)
 ====  =============  ==============================================================
@@ -427,20 +428,24 @@ async def _serve(websocket: WebSocket, ctx: AppContext, person: str, since: int 
         await asyncio.gather(*tasks, return_exceptions=True)
     if sink.close_code is not None:
         close = (sink.close_code, sink.close_reason)
-    if close is not None and close[0] == CLOSE_MESSAGE_TOO_BIG:
+    protocol_close = _protocol_close_code(websocket)
+    if (close is not None and close[0] == CLOSE_MESSAGE_TOO_BIG) or (
+        protocol_close == CLOSE_MESSAGE_TOO_BIG  # a frame over WS_MAX_SIZE, refused by uvicorn
+    ):
         ctx.ws_dropped["too_big"] += 1
-    elif _closed_by_keepalive(websocket):
+    elif protocol_close == CLOSE_KEEPALIVE_TIMEOUT:
         ctx.ws_dropped["keepalive"] += 1
         logger.info("client %s closed by the keepalive (no pong in time)", websocket.client)
     if close is not None:
         await _close(websocket, transport, close, ctx.ws.close_grace_s)
 
 
-def _closed_by_keepalive(websocket: WebSocket) -> bool:
-    """Whether the server's keepalive (uvicorn's, close 1011) ended this connection."""
+def _protocol_close_code(websocket: WebSocket) -> int | None:
+    """The close code uvicorn's protocol sent on its own, if it ended this connection: 1011
+    (its keepalive: no pong in time) or 1009 (a frame over its size limit)."""
     conn = getattr(websocket.scope.get(WS_PROTOCOL_SCOPE_KEY), "conn", None)
     sent = getattr(conn, "close_sent", None)
-    return getattr(sent, "code", None) == CLOSE_KEEPALIVE_TIMEOUT
+    return getattr(sent, "code", None)
 
 
 async def _read(

@@ -12,6 +12,7 @@ from heartsim.server import HeartsimServer
 
 from .conftest import ServerFactory, wait_until
 
+JSON = {"Content-Type": "application/json"}
 NO_DATA = {
     "error": "No data available",
     "message": "Start simulation first using POST /simulation/start",
@@ -347,6 +348,49 @@ async def test_openapi_documents_every_route_parameter_and_error(
     assert "ValidationErrorBody" in str(trigger["responses"]["422"])
     assert "HeartbeatMessage" in str(paths["/heartbeat/current"]["get"]["responses"]["200"])
     assert "since" in paths["/ws/heartbeat"]["get"]["description"]
+
+
+async def test_every_422_is_documented_with_our_body_never_fastapis_default(
+    client: httpx.AsyncClient,
+) -> None:
+    # Every operation with a parameter or a body can answer 422 (e.g. a person id over 64
+    # characters), always with ValidationErrorBody; FastAPI documents its own
+    # HTTPValidationError for a route that does not declare its 422.
+    spec = (await client.get("/openapi.json")).json()
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            responses = op["responses"]
+            assert "HTTPValidationError" not in str(responses), (method, path)
+            if op.get("parameters") or op.get("requestBody"):
+                assert "ValidationErrorBody" in str(responses.get("422")), (method, path)
+    too_long = "x" * 65
+    for method, path, params in [
+        ("GET", "/health", {"person": too_long}),
+        ("GET", "/simulation/config", {"person": too_long}),
+        ("GET", f"/persons/{too_long}", {}),
+        ("DELETE", f"/persons/{too_long}", {}),
+    ]:
+        response = await client.request(method, path, params=params)
+        assert response.status_code == 422, (method, path, response.text)
+        assert "64" in response.json()["message"], response.json()
+
+
+async def test_a_body_that_is_not_json_is_a_clear_error_never_a_500(
+    client: httpx.AsyncClient,
+) -> None:
+    for path in ("/persons", "/predict"):
+        broken = await client.post(path, content=b'{"rr_ms": [800,', headers=JSON)
+        assert broken.status_code == 422, broken.text
+        assert broken.json()["field"] is None
+        assert "not valid JSON" in broken.json()["message"], broken.json()
+        # Not UTF-8: as JSON, FastAPI cannot decode it (400); as text, it is no JSON object.
+        for content_type, status in (("application/json", 400), ("text/plain", 422)):
+            response = await client.post(
+                path, content=b"\x80\xff", headers={"Content-Type": content_type}
+            )
+            assert response.status_code == status, (path, content_type, response.text)
+            assert response.json()["error"] in ("Bad request", "Invalid parameter")
+    assert len((await client.get("/persons")).json()["persons"]) == 1
 
 
 async def test_plain_get_on_the_websocket_url_explains_how_to_connect(

@@ -39,7 +39,7 @@ async def dashboard() -> FileResponse:
             "model": Health,
             "description": "Degraded or unhealthy: the body is the same, `reasons` says why",
         },
-        **error_responses(404),
+        **error_responses(404, 422),
     },
     summary="Service health",
 )

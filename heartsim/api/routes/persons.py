@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Path
 
 from heartsim.api.context import Ctx, control_guard, read_guard, resolve_person
-from heartsim.api.errors import ApiError, engine_value_error, error_responses
+from heartsim.api.errors import UNDECODABLE_BODY, ApiError, engine_value_error, error_responses
 from heartsim.engine import PersonLimitError
 from heartsim.physiology.profiles import PersonProfile
 from heartsim.schema import (
@@ -69,7 +69,7 @@ async def list_persons(ctx: Ctx) -> PersonList:
     response_model=PersonCreated,
     status_code=201,
     dependencies=[Depends(control_guard)],
-    responses=error_responses(400, 401, 403, 409, 422, 429),
+    responses=error_responses(400, 401, 403, 409, 422, 429, descriptions={400: UNDECODABLE_BODY}),
     summary="Add a person",
 )
 async def add_person(ctx: Ctx, body: ProfileBody = None) -> PersonCreated:
@@ -103,7 +103,7 @@ async def add_person(ctx: Ctx, body: ProfileBody = None) -> PersonCreated:
     "/{person_id}",
     response_model=Person,
     dependencies=[Depends(read_guard)],
-    responses=error_responses(401, 404),
+    responses=error_responses(401, 404, 422),
     summary="One person",
 )
 async def get_person(ctx: Ctx, person_id: PersonPath) -> Any:
@@ -115,7 +115,7 @@ async def get_person(ctx: Ctx, person_id: PersonPath) -> Any:
     "/{person_id}",
     response_model=Person,
     dependencies=[Depends(control_guard)],
-    responses=error_responses(400, 401, 403, 404, 422, 429),
+    responses=error_responses(400, 401, 403, 404, 422, 429, descriptions={400: UNDECODABLE_BODY}),
     summary="Change a person's profile",
 )
 async def update_person(ctx: Ctx, person_id: PersonPath, body: ProfileBody = None) -> Any:
@@ -137,7 +137,7 @@ async def update_person(ctx: Ctx, person_id: PersonPath, body: ProfileBody = Non
     "/{person_id}",
     response_model=PersonRemoved,
     dependencies=[Depends(control_guard)],
-    responses=error_responses(401, 403, 404, 409, 429),
+    responses=error_responses(401, 403, 404, 409, 422, 429),
     summary="Remove a person",
 )
 async def remove_person(ctx: Ctx, person_id: PersonPath) -> PersonRemoved:

@@ -11,7 +11,13 @@ from fastapi import APIRouter, Body, Depends, Request, Response
 from fastapi.routing import APIRoute
 
 from heartsim.api.context import Ctx, predict_guard
-from heartsim.api.errors import ApiError, engine_value_error, error_responses, validation_error
+from heartsim.api.errors import (
+    UNDECODABLE_BODY,
+    ApiError,
+    engine_value_error,
+    error_responses,
+    validation_error,
+)
 from heartsim.schema import (
     EXAMPLE_FEATURES,
     EXAMPLE_RR_MS,
@@ -118,7 +124,7 @@ PredictBody = Annotated[
         500,
         503,
         descriptions={
-            400: "The body is not JSON",
+            400: UNDECODABLE_BODY,
             409: "No model is attached; the message says how to attach one",
             429: "Too many predictions from this client; retry after Retry-After seconds",
             500: "The attached model failed on this input",

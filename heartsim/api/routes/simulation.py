@@ -201,7 +201,7 @@ def _config(ctx: Ctx) -> SimulationConfig:
     "/config",
     response_model=SimulationConfig,
     dependencies=[Depends(read_guard)],
-    responses=error_responses(401, 404),
+    responses=error_responses(401, 404, 422),
     summary="Simulation parameters",
 )
 async def get_config(ctx: Ctx, person: PersonParam) -> SimulationConfig:
