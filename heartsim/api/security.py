@@ -336,7 +336,17 @@ async def deny(scope: Scope, receive: Receive, send: Send, error: ApiError) -> N
     if "websocket.http.response" not in scope.get("extensions", {}):
         await send({"type": "websocket.close", "code": 1008, "reason": error.message[:120]})
         return
-    await error_response(error)(scope, receive, send)
+    # The extension's messages, sent here rather than by Response.__call__, which prefixes
+    # them with "websocket." only in newer Starlette versions.
+    response = error_response(error)
+    await send(
+        {
+            "type": "websocket.http.response.start",
+            "status": response.status_code,
+            "headers": response.raw_headers,
+        }
+    )
+    await send({"type": "websocket.http.response.body", "body": response.body})
     # uvicorn's websockets-sansio protocol (0.54) does not mark the handshake done after a
     # denial response and logs "ASGI callable returned without completing handshake." at
     # ERROR for every refusal (fixed upstream by Kludex/uvicorn#3138; wsproto does it already).

@@ -291,7 +291,9 @@ async def heartbeat_socket(websocket: WebSocket) -> None:
     admission = admit(websocket, ctx, handshake=True)
     if isinstance(admission, Refusal):
         ctx.ws_refused[admission.cause] += 1
-        await deny(websocket.scope, websocket.receive, websocket.send, admission.error)
+        # The raw ASGI send: Starlette's WebSocket.send accepts denial responses only in newer
+        # versions.
+        await deny(websocket.scope, websocket.receive, websocket._send, admission.error)
         return
     person, since = admission
     ctx.websocket_clients += 1  # no await since admit() checked the cap: the cap holds

@@ -68,8 +68,15 @@ async def test_handshake_lines_and_debug_headers_are_redacted(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-async def test_uvicorns_access_log_is_redacted(caplog: pytest.LogCaptureFixture) -> None:
+async def test_uvicorns_access_log_is_redacted(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The app served by plain uvicorn, access log on (uvicorn's default), as a user may run it.
+    # An earlier uvicorn.Config with uvicorn's own logging config leaves the access logger not
+    # propagating to the root (where caplog listens) in some versions: undo that here.
+    access_logger = logging.getLogger("uvicorn.access")
+    monkeypatch.setattr(access_logger, "propagate", True)
+    monkeypatch.setattr(access_logger, "disabled", False)
     caplog.set_level(logging.INFO)
     port = free_port()
     config = uvicorn.Config(
