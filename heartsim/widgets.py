@@ -1119,7 +1119,7 @@ class LivePlot(_FedByHub):
         self.backend: Literal["ipympl", "static"] = backend
         self.draws = 0
         self.max_points = math.ceil(self.window_s * MAX_TICK_HZ) + 1
-        self._data: collections.deque[tuple[float, float, float, float, float, str]] = (
+        self._data: collections.deque[tuple[float, float, float, float, float, str, int]] = (
             collections.deque(maxlen=self.max_points)
         )
         self._spans: list[Artist] = []
@@ -1232,15 +1232,17 @@ class LivePlot(_FedByHub):
 
     def data(self) -> dict[str, np.ndarray]:
         """The plotted window as arrays: ``t`` (s), ``bpm``, ``rmssd`` (ms), ``systolic`` and
-        ``diastolic`` (mmHg), ``label``."""
+        ``diastolic`` (mmHg), ``label``, ``run`` (the messages' run: a new one after each stop
+        and start, where the lines break)."""
         rows = list(self._data)
-        columns = list(zip(*rows, strict=True)) if rows else [()] * 6
+        columns = list(zip(*rows, strict=True)) if rows else [()] * 7
         names = ("t", "bpm", "rmssd", "systolic", "diastolic")
         out = {
             name: np.asarray(column, dtype=float)
             for name, column in zip(names, columns[:5], strict=True)
         }
         out["label"] = np.asarray(columns[5], dtype=object)
+        out["run"] = np.asarray(columns[6], dtype=np.int64)
         return out
 
     @property
@@ -1265,6 +1267,7 @@ class LivePlot(_FedByHub):
                     float(m["systolic"]),
                     float(m["diastolic"]),
                     str(m.get("label", "rest")),
+                    int(m.get("run", 0)),
                 )
             )
         if self._data:
@@ -1284,10 +1287,13 @@ class LivePlot(_FedByHub):
     # ----- drawing -----------------------------------------------------------------------------
     def _draw(self) -> None:
         data = self.data()
-        t = data["t"]
-        step = max(1, math.ceil(len(t) / MAX_DRAWN_POINTS))  # no more points than pixels
+        step = max(1, math.ceil(len(data["t"]) / MAX_DRAWN_POINTS))  # no more points than pixels
+        # A stop then start put everyone back at baseline (t goes on): a NaN breaks the lines.
+        run = data["run"][::step]
+        restarts = np.flatnonzero(np.diff(run) != 0) + 1
+        t = np.insert(data["t"][::step], restarts, np.nan)
         for name, line in self.lines.items():
-            line.set_data(t[::step], data[name][::step])
+            line.set_data(t, np.insert(data[name][::step], restarts, np.nan))
         for span in self._spans:
             span.remove()
         self._spans = [

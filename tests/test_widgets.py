@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import ipywidgets
+import numpy as np
 import pytest
 
 from heartsim.engine import Engine, SimulationState
@@ -335,6 +336,28 @@ def run_ticks(server: HeartsimServer, n: int) -> None:
     """``n`` extra ticks right now (simulated time runs ahead of the real-time clock)."""
     for _ in range(n):
         server.runner.tick()
+
+
+async def test_live_plot_breaks_its_lines_where_stop_and_start_reset_the_person(
+    server: HeartsimServer,
+) -> None:
+    plot = live_plot(server, fps=10, window_s=30)
+    try:
+        server.engine.start()
+        await wait_until(lambda: len(plot.data()["t"]) >= 20)
+        server.engine.stop()
+        server.engine.start()  # back at baseline; t goes on
+        await wait_until(lambda: (plot.data()["run"] == 2).sum() >= 10)
+        data = plot.data()
+        (boundary,) = np.flatnonzero(np.diff(data["run"]))
+        t, bpm = plot.lines["bpm"].get_data()
+        (gap,) = np.flatnonzero(np.isnan(t))
+        assert np.isnan(bpm[gap])
+        assert (t[gap - 1], t[gap + 1]) == (data["t"][boundary], data["t"][boundary + 1])
+        assert data["t"][boundary + 1] > data["t"][boundary]  # no jump back: only the break
+    finally:
+        plot.stop()
+        await plot.wait_stopped()
 
 
 async def test_live_plot_window_and_backlog(server: HeartsimServer) -> None:
