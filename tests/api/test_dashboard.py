@@ -2,6 +2,8 @@
 
 Debian's Chromium (/usr/bin/chromium) driven by playwright, never a downloaded browser. Every
 request and WebSocket of the page is recorded: the page must only talk to the server under test.
+Screenshots go to test-output/; ``HEARTSIM_UPDATE_SCREENSHOTS=1`` also writes the one README
+shows, docs/dashboard.png (made by the persons overview test).
 """
 
 from __future__ import annotations

@@ -99,13 +99,18 @@ export class PersonsGrid {
     label.textContent = "–";
     const value = document.createElement("span");
     value.className = "person-bpm";
-    value.innerHTML = '<b class="placeholder">–</b><small>bpm</small>';
+    const bpm = document.createElement("b");
+    bpm.className = "placeholder";
+    bpm.textContent = "–";
+    const unit = document.createElement("small");
+    unit.textContent = "bpm";
+    value.append(bpm, unit);
     const spark = document.createElement("canvas");
     spark.className = "sparkline";
     spark.setAttribute("aria-hidden", "true");
     element.append(name, label, value, spark);
     element.addEventListener("click", () => this.onFocus(id));
-    const cell = { element, label, value, spark, points: [] };
+    const cell = { element, label, bpm, spark, points: [] };
     this.cells.set(id, cell);
     return cell;
   }
@@ -166,9 +171,8 @@ export class PersonsGrid {
       cell.points.push({ seq: m.seq, t: m.t, run: m.run, bpm: m.bpm });
       if (cell.points.length > SPARK_POINTS) cell.points.shift();
     }
-    const bpm = cell.value.querySelector("b");
-    bpm.textContent = String(m.bpm);
-    bpm.classList.remove("placeholder");
+    cell.bpm.textContent = String(m.bpm);
+    cell.bpm.classList.remove("placeholder");
     cell.label.textContent = m.label;
     cell.label.dataset.label = m.label;
     Object.assign(cell.element.dataset, {
