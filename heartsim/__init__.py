@@ -9,7 +9,8 @@ The public API, re-exported here:
 - :class:`HeartsimServer`, :func:`create_app`: the streaming API server;
 - :class:`Client`: async and sync client of a running server;
 - :func:`start_server`, :func:`stop_server`: the server inside a Jupyter kernel (or a script);
-- :func:`controls`, :func:`live_plot`: ipywidgets panel and live matplotlib plot;
+- :func:`controls`, :func:`live_plot`, :func:`prediction_badge`: ipywidgets panel, live
+  matplotlib plot and the attached model's live prediction;
 - :mod:`heartsim.ml`: features, classifier, evaluation (``import heartsim.ml``).
 
 The server, client, HRV and widget names are imported on first use, so ``import heartsim`` for
@@ -31,7 +32,14 @@ if TYPE_CHECKING:
     from heartsim.client import Client, HeartsimError
     from heartsim.notebook import ServerHandle, start_server, stop_server
     from heartsim.server import HeartsimServer
-    from heartsim.widgets import ControlPanel, LivePlot, controls, live_plot
+    from heartsim.widgets import (
+        ControlPanel,
+        LivePlot,
+        PredictionBadge,
+        controls,
+        live_plot,
+        prediction_badge,
+    )
 
 __all__ = [
     "LABELS",
@@ -45,6 +53,7 @@ __all__ = [
     "LabProtocol",
     "LivePlot",
     "PersonProfile",
+    "PredictionBadge",
     "Protocol",
     "RestProtocol",
     "ServerHandle",
@@ -56,6 +65,7 @@ __all__ = [
     "hrv",
     "live_plot",
     "load",
+    "prediction_badge",
     "sample_population",
     "simulate",
     "start_server",
@@ -77,6 +87,8 @@ _LAZY = {
     "live_plot": "heartsim.widgets",
     "ControlPanel": "heartsim.widgets",
     "LivePlot": "heartsim.widgets",
+    "prediction_badge": "heartsim.widgets",
+    "PredictionBadge": "heartsim.widgets",
 }
 
 

@@ -307,8 +307,9 @@ def messages_to_frame(messages: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
         epoch, s), ``bpm`` (beats/min), ``variability`` (RMSSD, ms), ``stress_level`` (0 to 1),
         ``systolic``/``diastolic`` (mmHg), ``state``, model outputs, ``rr_ms`` (a *list* per
         row: the RR intervals, ms, of the beats completed since the previous message),
-        ``label`` and ``respiration_rate`` (breaths/min). Rows are
-        sorted by person, then ``seq``; an empty input gives an empty table with these columns.
+        ``label``, ``respiration_rate`` (breaths/min) and ``run`` (starts so far: a stop then
+        start resets the person, ``t`` goes on). Rows are sorted by person, then ``seq``; an
+        empty input gives an empty table with these columns.
 
     Examples
     --------

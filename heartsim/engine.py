@@ -190,6 +190,8 @@ class Engine:
         self.start_time_s = start_time_s
         self.t_s = 0.0
         self.state = SimulationState.STOPPED
+        #: Starts from stopped so far (each reset the physiology); the samples' ``run``.
+        self.runs = 0
         self._persons: dict[str, _Person] = {p.person_id: _Person(p) for p in persons}
         self._latest: dict[str, dict[str, Any]] = {}
         self._next_id = len(ids)
@@ -293,7 +295,9 @@ class Engine:
     def start(self) -> bool:
         """Start (or restart after stop) with every person back at baseline.
 
-        Returns ``False`` (and changes nothing) if already running; resumes if paused.
+        Returns ``False`` (and changes nothing) if already running; resumes if paused. A start
+        from stopped counts a new run (:attr:`runs`, the samples' ``run``): simulation time
+        ``t`` goes on where it stopped, so ``run`` is what tells a reset apart.
         """
         self.check_owner("Engine.start")
         if self.state is SimulationState.RUNNING:
@@ -304,6 +308,7 @@ class Engine:
         for person in self._persons.values():
             person.episodes.clear()
         self._reset_physiology()
+        self.runs += 1
         self.state = SimulationState.RUNNING
         return True
 
@@ -536,6 +541,7 @@ class Engine:
                     "rr_ms": rr_lists[i],
                     "label": LABELS[labels[i]],
                     "respiration_rate": round(float(breathing[i]), 1),
+                    "run": self.runs,
                 }
             )
         return samples

@@ -25,7 +25,7 @@ from heartsim.engine import (
 from heartsim.physiology.profiles import PROFILE_RANGES, PersonProfile
 
 #: Version of the stream message schema; bumped on any change of the message models.
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 #: Most messages one ``GET /heartbeat/history`` returns.
 MAX_HISTORY_LIMIT = 10_000
@@ -112,6 +112,12 @@ class HeartbeatMessage(_Message):
     )
     label: Literal["rest", "stress", "recovery"] = Field(description="Ground-truth label")
     respiration_rate: float = Field(description="Breathing rate, breaths per minute")
+    run: int = Field(
+        ge=1,
+        description="Starts from stopped so far, this one included: each start after a stop "
+        "puts every person back at baseline, so a new run is a break in the data (simulation "
+        "time t goes on across it; a resume after pause is the same run)",
+    )
 
 
 class ConnectedMessage(_Message):

@@ -1,11 +1,18 @@
-"""Notebook widgets: a control panel and a live plot, fed by the hub like any other client.
+"""Notebook widgets: a control panel, a live plot and a prediction badge, fed by the hub like
+any other client.
 
 :func:`controls` gives an ipywidgets panel that starts and stops the simulation, sets a person's
 resting heart rate, triggers stress, and shows a live status line; :func:`live_plot` gives a
-matplotlib figure of heart rate, RMSSD and blood pressure with stress episodes shaded. Both take
-anything with ``.engine`` and ``.hub`` (the handle of ``heartsim.start_server()``, or a
+matplotlib figure of heart rate, RMSSD and blood pressure with stress episodes shaded;
+:func:`prediction_badge` a line with the attached model's latest call. They take anything with
+``.engine`` and ``.hub`` (the handle of ``heartsim.start_server()``, or a
 :class:`~heartsim.server.HeartsimServer`) and, when the server runs on a background thread's
 loop, ``.loop``.
+
+They show the truth or say they are disconnected: once the server stops (or the loop that runs
+it ends), the panel's status line and the badge say "disconnected" (why) instead of the last
+state they saw, and the panel's controls are disabled; the badge says "no model attached" as
+soon as the model is detached.
 
 How they stay out of the way of the kernel:
 
@@ -74,10 +81,19 @@ from heartsim.engine import (
     Engine,
     SimulationState,
 )
-from heartsim.hub import Hub, SubscriptionClosedError
+from heartsim.hub import CLOSE_GOING_AWAY, Hub, SubscriptionClosedError
 from heartsim.physiology.profiles import PROFILE_RANGES
 
-__all__ = ["ControlPanel", "LivePlot", "ServerLike", "controls", "live_plot"]
+__all__ = [
+    "ControlPanel",
+    "LivePlot",
+    "PredictionBadge",
+    "ServerLike",
+    "controls",
+    "live_plot",
+    "prediction_badge",
+    "server_down",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -332,6 +348,8 @@ class _Feed:
         self._lock = threading.Lock()  # guards the hand-over between the two loops
         self._pending: collections.deque[dict[str, Any]] = collections.deque(maxlen=maxsize)
         self._closed: str | None = None
+        #: Close code of the ended subscription (1001: the server shut down), else ``None``.
+        self.close_code: int | None = None
         self._wake = asyncio.Event()  # binds to the widgets' loop at its first wait
         self._wake_scheduled = False
         self._tasks: list[_TaskRef] = []
@@ -385,6 +403,7 @@ class _Feed:
                     self._pending.extend(batch)
                 self._notify()
         except SubscriptionClosedError as exc:
+            self.close_code = exc.code
             self._close(exc.reason or "subscription closed")
         finally:
             hub.unsubscribe(subscription)
@@ -471,6 +490,28 @@ def _client_count(handle: object) -> int | None:
     return None
 
 
+def server_down(handle: object, loop: asyncio.AbstractEventLoop | None = None) -> str | None:
+    """Why the server behind ``handle`` no longer serves (``None``: as far as known, it does).
+
+    Reads only what is safe from any thread: the state of a ``start_server()`` handle, whether
+    a :class:`~heartsim.server.HeartsimServer` (``handle`` or ``handle.server``) serves, and
+    whether ``loop`` (the one owning its engine) still runs.
+    """
+    if loop is not None and (loop.is_closed() or not loop.is_running()):
+        return "the server's event loop has stopped"
+    state = getattr(handle, "state", None)
+    if isinstance(state, str):  # a ServerHandle: "starting", "running", "stopping", ...
+        if state in ("starting", "running"):
+            return None
+        error = getattr(handle, "error", None)
+        return f"server {state}" + (f": {error}" if error is not None else "")
+    for owner in (handle, getattr(handle, "server", None)):
+        started = getattr(owner, "started", None)
+        if isinstance(started, bool):
+            return None if started else "server stopped"
+    return None
+
+
 def _error_html(text: str) -> str:
     return f'<span style="color:{_ERROR_COLOR}">&#9888; {html.escape(text, quote=False)}</span>'
 
@@ -530,7 +571,7 @@ class ControlPanel(_FedByHub, widgets.VBox):
     to other widgets: ``start_button``, ``stop_button``, ``baseline`` (slider, bpm),
     ``baseline_button``, ``stress_level`` (slider, 0 to 1), ``stress_duration`` (text, s),
     ``stress_button``, ``person`` (dropdown), ``refresh_button``, ``status``, ``message`` and
-    ``error`` (HTML).
+    ``error`` (HTML). :attr:`disconnected` says why the server is out of reach, if it is.
     """
 
     _feed: _Feed | None = None  # also for close() from __del__ after a failed __init__
@@ -613,6 +654,11 @@ class ControlPanel(_FedByHub, widgets.VBox):
         self.last_error: str | None = None
         #: How many times the status line was rendered.
         self.status_updates = 0
+        #: Why the panel is disconnected (the server stopped, its loop ended), else ``None``;
+        #: its controls are disabled meanwhile.
+        self.disconnected: str | None = None
+        self._shut_down: str | None = None  # the hub closed the feed: the server shut down
+        self._live_off = False  # stop() was called: the status line no longer follows
         self._bridge = bridge
         self._handle = handle
         self._status_hz = status_hz
@@ -730,14 +776,41 @@ class ControlPanel(_FedByHub, widgets.VBox):
             self._latest = batch[-1]
         if closed is not None:
             self._closed_reason = closed
+            if self._feed is not None and self._feed.close_code == CLOSE_GOING_AWAY:
+                self._shut_down = closed
         self._render_status()
 
     def _on_feed_error(self, exc: BaseException) -> None:
         self.show_error(f"live status stopped: {type(exc).__name__}: {exc}")
 
+    @property
+    def _controls(self) -> tuple[widgets.DOMWidget, ...]:
+        return (
+            self.start_button,
+            self.stop_button,
+            self.person,
+            self.refresh_button,
+            self.baseline,
+            self.baseline_button,
+            self.stress_level,
+            self.stress_duration,
+            self.stress_button,
+        )
+
     def _render_status(self) -> None:
+        down = self._shut_down or server_down(self._handle, self._bridge.owner_loop)
+        self.disconnected = down
+        for control in self._controls:
+            if control.disabled != (down is not None):
+                control.disabled = down is not None
+        person = html.escape(str(self.person.value))
+        if down is not None:
+            # The engine's state would be stale: nothing runs it any more.
+            self.status.value = f"<b>disconnected</b> · {person} · {html.escape(down, quote=False)}"
+            self.status_updates += 1
+            return
         state = self._bridge.engine.state.value  # one attribute read: safe from any thread
-        parts = [f"<b>{html.escape(state)}</b>", html.escape(str(self.person.value))]
+        parts = [f"<b>{html.escape(state)}</b>", person]
         sample = self._latest
         if sample is not None:
             parts += [
@@ -751,10 +824,20 @@ class ControlPanel(_FedByHub, widgets.VBox):
             parts.append(f"{clients} WebSocket client{'s' * (clients != 1)}")
         if self._closed_reason is not None:
             parts.append(_error_html(f"live status ended: {self._closed_reason}"))
+        elif self._live_off:
+            parts.append("live status off (stop() was called)")
         self.status.value = " · ".join(parts)
         self.status_updates += 1
 
     # ----- lifecycle ---------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop the live status (idempotent): the status line says it no longer updates (it
+        is still rendered after each action); the buttons keep working."""
+        super().stop()
+        if self._feed is not None and not self._live_off:
+            self._live_off = True
+            self._render_status()
+
     def close(self) -> None:
         """Stop the live status and close the panel and all its widgets."""
         self.stop()
@@ -781,7 +864,8 @@ def controls(
     person, heart rate in bpm, RMSSD in ms, stress level, label, WebSocket clients) updated
     live from the hub; and a line showing the outcome or the error of the last action. Invalid
     actions (stress while stopped, an out-of-range duration, an unknown person) change nothing
-    and say why in the panel.
+    and say why in the panel. Once the server stops (or its loop ends) the status line says
+    "disconnected" and why, and the controls are disabled.
 
     Parameters
     ----------
@@ -807,6 +891,165 @@ def controls(
         No running asyncio loop to attach to (see :class:`ServerLike`).
     """
     return ControlPanel(handle, person=person, status_hz=status_hz)
+
+
+# ----- the prediction badge --------------------------------------------------------------------
+def _runner_of(handle: object) -> Any:
+    for owner in (handle, getattr(handle, "server", None)):
+        runner = getattr(owner, "runner", None)
+        if runner is not None and hasattr(runner, "model_stats"):
+            return runner
+    raise TypeError(
+        f"expected a heartsim server or server handle (with .runner), got {type(handle).__name__}"
+    )
+
+
+class PredictionBadge(_FedByHub, widgets.HTML):
+    """One line: the attached model's latest call for a person, next to the ground truth.
+
+    Made by :func:`prediction_badge`; see there. :attr:`status` says what the line shows.
+    """
+
+    _feed: _Feed | None = None
+
+    def __init__(self, handle: ServerLike, *, person: str | None = None, rate_hz: float = 5.0):
+        if not 0 < rate_hz <= MAX_FPS:
+            raise ValueError(f"rate_hz must be between 0 and {MAX_FPS:g}, got {rate_hz!r}")
+        bridge = _Bridge(handle)
+        runner = _runner_of(handle)
+        person = _resolve_person(bridge, person)
+        super().__init__(value="")
+        self.person = person
+        #: ``"predicting"``, ``"warming up"`` (the model's first window is filling),
+        #: ``"model failing"``, ``"no model"``, ``"no data"`` or ``"disconnected"``.
+        self.status = "no data"
+        self._bridge = bridge
+        self._handle = handle
+        self._runner = runner
+        self._latest: dict[str, Any] | None = bridge.call(bridge.engine.latest, person)
+        self._model_errors = runner.model_stats().errors
+        self._shut_down: str | None = None
+        self._closed_reason: str | None = None
+        self._live_off = False
+        self._feed = _Feed(
+            bridge,
+            person,
+            self._on_messages,
+            self._on_error,
+            rate_hz=rate_hz,
+            maxsize=16,
+            idle_s=STATUS_IDLE_S,
+        )
+        self._feed.start()
+        self._render()
+
+    def __repr__(self) -> str:
+        return f"PredictionBadge(person={self.person!r}, status={self.status!r})"
+
+    def _on_messages(self, batch: list[dict[str, Any]], closed: str | None) -> None:
+        if batch:
+            self._latest = batch[-1]
+        if closed is not None:
+            self._closed_reason = closed
+            if self._feed is not None and self._feed.close_code == CLOSE_GOING_AWAY:
+                self._shut_down = closed
+        self._render()
+
+    def _on_error(self, exc: BaseException) -> None:
+        self._closed_reason = f"{type(exc).__name__}: {exc}"
+        self._render()
+
+    def _call(self) -> str:
+        """What the model says now, from the latest message and the runner (read-only)."""
+        message = self._latest
+        stats = self._runner.model_stats()  # attribute reads: safe from any thread
+        errors, self._model_errors = stats.errors - self._model_errors, stats.errors
+        if not stats.attached:
+            self.status = "no model"
+            return "no model attached"
+        prediction = None if message is None else message.get("prediction")
+        if prediction is None:
+            if errors > 0:
+                self.status = "model failing"
+                return _error_html(f"none: the model failed ({stats.last_error})")
+            self.status = "warming up"
+            window_s = getattr(self._runner.predictor, "window_s", None)
+            window = "" if window_s is None else f"{window_s:g} s "
+            return f"none yet (the first {window}window is filling)"
+        self.status = "predicting"
+        color = "#d62728" if prediction == "stress" else "#2ca02c"
+        said = f'<b style="color:{color}">{html.escape(str(prediction))}</b>'
+        score = message.get("stress_score") if message is not None else None
+        return said if score is None else f"{said} (stress score {score:.2f})"
+
+    def _render(self) -> None:
+        down = self._shut_down or server_down(self._handle, self._bridge.owner_loop)
+        if down is not None:
+            self.status = "disconnected"
+            self.value = f"prediction: <b>disconnected</b> ({html.escape(down, quote=False)})"
+            return
+        said = self._call()
+        message = self._latest
+        if message is None:
+            if self.status != "no model":
+                self.status = "no data"
+            self.value = f"prediction: {said} · no data yet (start the simulation)"
+            return
+        parts = [
+            f"t = {message['t']:.0f} s",
+            f"prediction: {said}",
+            f"truth: {html.escape(str(message.get('label', '–')))}",
+        ]
+        state = self._bridge.engine.state.value
+        if state != "running":
+            parts.append(f"simulation {html.escape(state)}")
+        if self._closed_reason is not None:
+            parts.append(_error_html(f"live updates ended: {self._closed_reason}"))
+        elif self._live_off:
+            parts.append("live updates off (stop() was called)")
+        self.value = " · ".join(parts)
+
+    def stop(self) -> None:
+        """Stop the live updates (idempotent); the line says it no longer updates."""
+        super().stop()
+        if self._feed is not None and not self._live_off:
+            self._live_off = True
+            self._render()
+
+    def close(self) -> None:
+        """Stop the live updates and close the widget."""
+        self.stop()
+        super().close()
+
+
+def prediction_badge(
+    handle: ServerLike, *, person: str | None = None, rate_hz: float = 5.0
+) -> PredictionBadge:
+    """A live line with the attached model's latest prediction for ``person`` and the truth.
+
+    It says what is true now: the model's call (``stress`` in red, ``calm`` in green) with its
+    stress score; "none yet (the first 60 s window is filling)" while an attached model warms
+    up; "no model attached" without one (also right after ``detach_model()``); the model's
+    error when it fails; "disconnected" once the server has stopped. Fed by a hub
+    subscription, redrawn at most ``rate_hz`` times per second.
+
+    Parameters
+    ----------
+    handle
+        The server handle of ``heartsim.start_server()`` or a
+        :class:`~heartsim.server.HeartsimServer` (anything with ``.engine``, ``.hub`` and
+        ``.runner``, or ``.server.runner``).
+    person
+        Whose predictions (default: the engine's default person).
+    rate_hz
+        Most updates per second (0 to 30).
+
+    Returns
+    -------
+    PredictionBadge
+        An :class:`ipywidgets.HTML`; display it. ``stop()``/``close()`` end its updates.
+    """
+    return PredictionBadge(handle, person=person, rate_hz=rate_hz)
 
 
 # ----- the live plot ---------------------------------------------------------------------------
@@ -876,7 +1119,7 @@ class LivePlot(_FedByHub):
         self.backend: Literal["ipympl", "static"] = backend
         self.draws = 0
         self.max_points = math.ceil(self.window_s * MAX_TICK_HZ) + 1
-        self._data: collections.deque[tuple[float, float, float, float, float, str]] = (
+        self._data: collections.deque[tuple[float, float, float, float, float, str, int]] = (
             collections.deque(maxlen=self.max_points)
         )
         self._spans: list[Artist] = []
@@ -989,15 +1232,17 @@ class LivePlot(_FedByHub):
 
     def data(self) -> dict[str, np.ndarray]:
         """The plotted window as arrays: ``t`` (s), ``bpm``, ``rmssd`` (ms), ``systolic`` and
-        ``diastolic`` (mmHg), ``label``."""
+        ``diastolic`` (mmHg), ``label``, ``run`` (the messages' run: a new one after each stop
+        and start, where the lines break)."""
         rows = list(self._data)
-        columns = list(zip(*rows, strict=True)) if rows else [()] * 6
+        columns = list(zip(*rows, strict=True)) if rows else [()] * 7
         names = ("t", "bpm", "rmssd", "systolic", "diastolic")
         out = {
             name: np.asarray(column, dtype=float)
             for name, column in zip(names, columns[:5], strict=True)
         }
         out["label"] = np.asarray(columns[5], dtype=object)
+        out["run"] = np.asarray(columns[6], dtype=np.int64)
         return out
 
     @property
@@ -1022,6 +1267,7 @@ class LivePlot(_FedByHub):
                     float(m["systolic"]),
                     float(m["diastolic"]),
                     str(m.get("label", "rest")),
+                    int(m.get("run", 0)),
                 )
             )
         if self._data:
@@ -1041,10 +1287,13 @@ class LivePlot(_FedByHub):
     # ----- drawing -----------------------------------------------------------------------------
     def _draw(self) -> None:
         data = self.data()
-        t = data["t"]
-        step = max(1, math.ceil(len(t) / MAX_DRAWN_POINTS))  # no more points than pixels
+        step = max(1, math.ceil(len(data["t"]) / MAX_DRAWN_POINTS))  # no more points than pixels
+        # A stop then start put everyone back at baseline (t goes on): a NaN breaks the lines.
+        run = data["run"][::step]
+        restarts = np.flatnonzero(np.diff(run) != 0) + 1
+        t = np.insert(data["t"][::step], restarts, np.nan)
         for name, line in self.lines.items():
-            line.set_data(t[::step], data[name][::step])
+            line.set_data(t, np.insert(data[name][::step], restarts, np.nan))
         for span in self._spans:
             span.remove()
         self._spans = [

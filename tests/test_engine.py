@@ -11,7 +11,7 @@ from heartsim import Engine, PersonProfile, SimulationState
 MESSAGE_FIELDS = {
     "type", "seq", "person_id", "t", "timestamp", "ts", "bpm", "variability", "stress_level",
     "systolic", "diastolic", "state", "prediction", "confidence", "stress_score", "rr_ms",
-    "label", "respiration_rate",
+    "label", "respiration_rate", "run",
 }  # fmt: skip
 
 
@@ -170,6 +170,27 @@ def test_state_machine_and_start_resets_to_baseline():
     sample = engine.advance(0.5)[0]
     assert sample["stress_level"] == 0.0 and sample["label"] == "rest"
     assert sample["seq"] == 121  # seq keeps increasing across restarts
+
+
+def test_run_counts_starts_from_stopped_and_marks_the_reset():
+    # t goes on across stop/start, so only `run` tells a consumer that the physiology reset.
+    engine = Engine(seed=4)
+    engine.start()
+    engine.trigger_stress(1.0, duration_s=600)
+    first = run(engine, 30)
+    engine.pause()
+    engine.resume()  # a pause is not a reset: same run
+    first += run(engine, 1)
+    engine.stop()
+    engine.start()
+    second = run(engine, 1)
+    assert {s["run"] for s in first} == {1} and {s["run"] for s in second} == {2}
+    assert engine.runs == 2
+    assert second[0]["t"] == pytest.approx(first[-1]["t"] + 0.5)  # no jump in t
+    assert first[-1]["stress_level"] > 0.5 and second[0]["stress_level"] == 0.0
+    engine.pause()
+    engine.start()  # from pause: a resume
+    assert engine.runs == 2 and run(engine, 0.5)[0]["run"] == 2
 
 
 def test_add_and_remove_persons_while_running():

@@ -340,6 +340,12 @@ async def run_quickstart(page: Page, lab: Lab, output_dir: Path) -> None:
     await expect(stop_cell.locator(".jp-OutputArea-output")).to_have_text(
         "('stopped', False, False)", timeout=WAIT_MS
     )
+    # The panel tells the truth: not its last "running", but that the server is gone.
+    await expect(status).to_have_count(0)
+    disconnected = page.locator(".widget-html-content").filter(has_text="disconnected")
+    await expect(disconnected).to_have_text(re.compile(r"^disconnected · p0 · server "))
+    for name in ("Start", "Stop", "Trigger stress"):
+        await expect(widget_button(page, name)).to_be_disabled()
     assert await page.get_by_text("Error displaying widget").count() == 0
 
 

@@ -14,12 +14,20 @@ from types import SimpleNamespace
 from typing import Any
 
 import ipywidgets
+import numpy as np
 import pytest
 
 from heartsim.engine import Engine, SimulationState
 from heartsim.hub import Hub
+from heartsim.notebook import start_server
 from heartsim.server import HeartsimServer
-from heartsim.widgets import ControlPanel, controls, live_plot, parse_duration
+from heartsim.widgets import (
+    ControlPanel,
+    controls,
+    live_plot,
+    parse_duration,
+    prediction_badge,
+)
 
 TICK_HZ = 50.0
 
@@ -330,6 +338,28 @@ def run_ticks(server: HeartsimServer, n: int) -> None:
         server.runner.tick()
 
 
+async def test_live_plot_breaks_its_lines_where_stop_and_start_reset_the_person(
+    server: HeartsimServer,
+) -> None:
+    plot = live_plot(server, fps=10, window_s=30)
+    try:
+        server.engine.start()
+        await wait_until(lambda: len(plot.data()["t"]) >= 20)
+        server.engine.stop()
+        server.engine.start()  # back at baseline; t goes on
+        await wait_until(lambda: (plot.data()["run"] == 2).sum() >= 10)
+        data = plot.data()
+        (boundary,) = np.flatnonzero(np.diff(data["run"]))
+        t, bpm = plot.lines["bpm"].get_data()
+        (gap,) = np.flatnonzero(np.isnan(t))
+        assert np.isnan(bpm[gap])
+        assert (t[gap - 1], t[gap + 1]) == (data["t"][boundary], data["t"][boundary + 1])
+        assert data["t"][boundary + 1] > data["t"][boundary]  # no jump back: only the break
+    finally:
+        plot.stop()
+        await plot.wait_stopped()
+
+
 async def test_live_plot_window_and_backlog(server: HeartsimServer) -> None:
     server.engine.start()
     run_ticks(server, 100)  # 2 s of history
@@ -477,12 +507,50 @@ async def test_server_shutdown_ends_the_widgets_tasks() -> None:
     panel, plot = controls(server), live_plot(server, fps=10)
     server.engine.start()
     await wait_until(lambda: len(plot.data()["t"]) >= 3)
+    await wait_until(lambda: "<b>running</b>" in panel.status.value)
     await server.stop()  # closes every hub subscription
     await wait_until(lambda: not plot.running and not panel.running)
     assert "live plot ended: server shutting down" in plot.info.value
-    assert "live status ended: server shutting down" in panel.status.value
     assert [n for n in other_tasks(before) if n.startswith("heartsim-widget")] == []
+    # The panel says so, rather than the engine's last state ("running"), and its controls
+    # are disabled.
+    assert panel.status.value == "<b>disconnected</b> · p0 · server shutting down"
+    assert panel.disconnected == "server shutting down"
+    assert all(control.disabled for control in panel._controls)
     panel.close()
+
+
+async def test_a_stopped_panel_says_its_status_no_longer_follows(
+    server: HeartsimServer, panel: ControlPanel
+) -> None:
+    panel.stop()
+    await panel.wait_stopped()
+    assert panel.status.value.endswith(" · live status off (stop() was called)")
+    server.engine.start()  # elsewhere: the line cannot know
+    panel.stop_button.click()  # the buttons keep working, and render the line once more
+    assert panel.message.value == "Simulation stopped"
+    assert panel.status.value.startswith("<b>stopped</b> · p0")
+    assert panel.status.value.endswith("live status off (stop() was called)")
+
+
+async def test_panel_of_a_start_server_handle_says_disconnected_after_stop() -> None:
+    handle = start_server(port=None, tick_hz=TICK_HZ, seed=2, persons=1)
+    await handle.wait_ready()
+    panel = controls(handle)
+    try:
+        panel.start_button.click()
+        await wait_until(
+            lambda: "<b>running</b>" in panel.status.value and "bpm" in panel.status.value
+        )
+        assert not panel.start_button.disabled and panel.disconnected is None
+        await handle.stop()
+        await wait_until(lambda: panel.disconnected is not None)
+        assert "<b>running</b>" not in panel.status.value
+        assert panel.status.value.startswith("<b>disconnected</b> · p0 · ")
+        assert all(control.disabled for control in panel._controls)
+    finally:
+        panel.close()
+        await handle.stop()
 
 
 def test_widgets_need_a_loop() -> None:
@@ -493,6 +561,80 @@ def test_widgets_need_a_loop() -> None:
         live_plot(handle)
     with pytest.raises(TypeError, match=r"with \.engine and \.hub"):
         controls(object())
+
+
+# ----- the prediction badge --------------------------------------------------------------------
+class ScriptedPredictor:
+    """Stands in for a LivePredictor: null during a person's first ``warm`` messages, then
+    "stress"; raises once ``fail`` is set."""
+
+    window_s = 60.0
+    feature_names = ("rmssd_ms",)
+    errors = 0
+    last_error = None
+
+    def __init__(self, warm: int) -> None:
+        self.warm = warm
+        self.seen: dict[str, int] = {}
+        self.fail = False
+
+    def update_many(self, samples: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
+        if self.fail:
+            raise RuntimeError("model exploded")
+        out: list[dict[str, Any] | None] = []
+        for sample in samples:
+            n = self.seen[sample["person_id"]] = self.seen.get(sample["person_id"], 0) + 1
+            ready = {"prediction": "stress", "confidence": 0.9, "stress_score": 0.9}
+            out.append(ready if n > self.warm else None)
+        return out
+
+    def forget(self, person_id: str | None = None) -> None:
+        self.seen.clear()
+
+
+async def test_prediction_badge_says_what_the_model_does_now(server: HeartsimServer) -> None:
+    badge = prediction_badge(server)
+    try:
+        assert isinstance(badge, ipywidgets.HTML)
+        assert badge.status == "no model" and "no model attached" in badge.value
+        predictor = ScriptedPredictor(warm=25)
+        server.runner.attach_predictor(predictor, name="scripted")  # type: ignore[arg-type]
+        server.engine.start()
+        await wait_until(lambda: badge.status == "warming up")
+        assert "none yet (the first 60 s window is filling)" in badge.value
+        await wait_until(lambda: badge.status == "predicting")
+        assert ">stress</b> (stress score 0.90)" in badge.value and "truth: rest" in badge.value
+
+        # Detached: the messages carry nulls again, and the badge does not claim a warm-up.
+        server.detach_model()
+        await wait_until(lambda: badge.status == "no model")
+        await asyncio.sleep(0.3)
+        assert badge.status == "no model"
+        assert "no model attached" in badge.value and "window is filling" not in badge.value
+
+        failing = ScriptedPredictor(warm=0)
+        failing.fail = True
+        server.runner.attach_predictor(failing, name="failing")  # type: ignore[arg-type]
+        await wait_until(lambda: badge.status == "model failing")
+        assert "the model failed (predictor failed: RuntimeError('model exploded'))" in badge.value
+
+        server.engine.stop()
+        await wait_until(lambda: "simulation stopped" in badge.value)
+        await server.stop()
+        await wait_until(lambda: badge.status == "disconnected")
+        assert badge.value == "prediction: <b>disconnected</b> (server shutting down)"
+    finally:
+        badge.close()
+        await badge.wait_stopped()
+
+
+async def test_prediction_badge_needs_a_runner_and_valid_options(server: HeartsimServer) -> None:
+    with pytest.raises(TypeError, match=r"with \.runner"):
+        prediction_badge(SimpleNamespace(engine=server.engine, hub=server.hub))
+    with pytest.raises(ValueError, match="rate_hz must be between 0 and 30"):
+        prediction_badge(server, rate_hz=0)
+    with pytest.raises(ValueError, match="unknown"):
+        prediction_badge(server, person="nobody")
 
 
 # ----- a server on a background thread's loop (mode="thread") ----------------------------------
@@ -583,6 +725,30 @@ async def test_thread_mode_commands_and_live_updates_cross_loops(
     assert other_tasks(before) == []
     assert widget_tasks_on(threaded) == []
     assert threaded.hub.subscriber_count() == 0
+
+
+async def test_thread_mode_panel_says_disconnected_when_the_server_loop_dies(
+    threaded: ThreadedServer,
+) -> None:
+    panel = controls(threaded)
+    try:
+        panel.start_button.click()
+        await wait_until(lambda: "<b>running</b>" in panel.status.value)
+        threaded.stop_loop()  # the loop ends without a shutdown: nothing closes the feed
+        await wait_until(lambda: panel.disconnected is not None, timeout_s=3)
+        assert panel.disconnected == "the server's event loop has stopped"
+        assert panel.status.value == (
+            "<b>disconnected</b> · p0 · the server's event loop has stopped"
+        )
+        assert threaded.engine.state is SimulationState.RUNNING  # what it said before
+        assert all(control.disabled for control in panel._controls)
+        panel.stop_button.click()  # (a click from code still runs, and is refused)
+        assert "event loop is not running" in panel.error.value
+    finally:
+        panel.stop()
+        threaded.run_loop()  # for the fixture's shutdown
+        await panel.wait_stopped()
+        panel.close()
 
 
 async def test_thread_mode_commands_fail_cleanly_once_the_server_loop_is_gone(

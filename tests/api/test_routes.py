@@ -421,7 +421,7 @@ async def test_metrics_are_prometheus_text_from_a_private_registry(
 
 async def test_schema_route_serves_the_versioned_message_schema(client: httpx.AsyncClient) -> None:
     schema = (await client.get("/schema/messages")).json()
-    assert schema["version"] == "1.0"
+    assert schema["version"] == "1.1"
     assert {"HeartbeatMessage", "ConnectedMessage", "PongMessage"} <= set(schema["$defs"])
     beat = schema["$defs"]["HeartbeatMessage"]["properties"]
     assert "ms" in beat["variability"]["description"]

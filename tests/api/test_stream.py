@@ -28,7 +28,7 @@ async def test_first_message_is_connected_then_heartbeats_that_match_the_schema(
         assert hello["message"] == "Connected to heartbeat stream"
         assert connected.state == "stopped" and connected.person_id == "p0"
         assert connected.base_bpm == server.engine.profile().resting_hr_bpm
-        assert connected.schema_version == "1.0"
+        assert connected.schema_version == "1.1"
         await client.post("/simulation/start")
         messages = await heartbeats(ws, 30)
     for message in messages:

@@ -1,9 +1,67 @@
-// A small live chart on <canvas>: heart rate (left axis), stress level 0–1 (right axis) and the
-// ground-truth label as background bands, over the last `windowS` seconds of simulation time.
-// Redraws at most once per animation frame, only when data or size changed.
+// The live chart on one <canvas>: small multiples sharing the time axis (simulation time, the
+// last `windowS` seconds): heart rate with the stress level (0–1, right axis), RMSSD, blood
+// pressure (systolic and diastolic) and breathing rate. The ground-truth label shades every
+// panel (stress, recovery); the line breaks where the data do (see series.js), and a dashed
+// "start" line marks each new run. Long windows are thinned to at most four vertices per pixel
+// column (its first, lowest, highest and last values). Redraws only when data or size changed,
+// at most once per animation frame and no faster than the data move half a pixel.
 
-const PAD = { left: 46, right: 40, top: 12, bottom: 26 };
-const BPM_MIN_SPAN = 40;
+import { Series } from "./series.js";
+
+const PAD = { left: 50, right: 44, top: 4, bottom: 24 };
+const HEADER = 18; // panel title strip, px
+const GAP = 8; // between panels, px
+const MAX_DRAW_INTERVAL_MS = 500;
+/** The data-* attributes describing the points (removed when there are none). */
+const DESCRIBED = [
+  "firstSeq",
+  "lastSeq",
+  "lastBpm",
+  "lastStress",
+  "maxStress",
+  "spanS",
+  "segments",
+];
+
+/** The panels, top to bottom: `weight` shares the height; `span` is the smallest y range. */
+const PANELS = [
+  {
+    key: "hr",
+    title: "Heart rate",
+    unit: "bpm",
+    weight: 2,
+    span: 40,
+    lines: [{ value: (p) => p.bpm, color: "bpm", width: 2, name: "heart rate" }],
+    stress: true,
+  },
+  {
+    key: "rmssd",
+    title: "RMSSD",
+    unit: "ms",
+    weight: 1,
+    span: 20,
+    lines: [{ value: (p) => p.rmssd, color: "rmssd", width: 2, name: "RMSSD" }],
+  },
+  {
+    key: "bp",
+    title: "Blood pressure",
+    unit: "mmHg",
+    weight: 1,
+    span: 40,
+    lines: [
+      { value: (p) => p.systolic, color: "systolic", width: 2, name: "systolic" },
+      { value: (p) => p.diastolic, color: "diastolic", width: 2, name: "diastolic" },
+    ],
+  },
+  {
+    key: "resp",
+    title: "Breathing",
+    unit: "breaths/min",
+    weight: 1,
+    span: 6,
+    lines: [{ value: (p) => p.resp, color: "resp", width: 2, name: "breathing rate" }],
+  },
+];
 
 /** Colours come from CSS custom properties on the canvas, so the theme lives in the stylesheet. */
 function palette(canvas) {
@@ -13,6 +71,11 @@ function palette(canvas) {
     bpm: read("--chart-bpm", "#d6334a"),
     stress: read("--chart-stress", "#7b5cd6"),
     stressFill: read("--chart-stress-fill", "rgba(123, 92, 214, 0.14)"),
+    rmssd: read("--chart-rmssd", "#1f9d55"),
+    systolic: read("--chart-systolic", "#9d174d"),
+    diastolic: read("--chart-diastolic", "#0e7490"),
+    resp: read("--chart-resp", "#a16207"),
+    restart: read("--chart-restart", "#6b7280"),
     grid: read("--chart-grid", "#e6e8ee"),
     text: read("--chart-text", "#6b7280"),
     band: {
@@ -23,6 +86,29 @@ function palette(canvas) {
   };
 }
 
+/** A y range around [lo, hi] at least `span` wide, on round numbers, and its tick step. */
+function niceRange(lo, hi, span) {
+  if (!Number.isFinite(lo)) return { lo: 0, hi: span, step: span / 2 };
+  const mid = (lo + hi) / 2;
+  const half = Math.max(span, (hi - lo) * 1.15) / 2;
+  const raw = (2 * half) / 3; // about three intervals
+  const magnitude = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 2.5, 5, 10].map((k) => k * magnitude).find((s) => s >= raw);
+  const low = Math.floor((mid - half) / step) * step;
+  const high = Math.ceil((mid + half) / step) * step;
+  return { lo: Math.max(0, low), hi: high, step };
+}
+
+/** A time-axis step (s) giving at most six labels over `windowS`. */
+function timeStep(windowS) {
+  return [15, 30, 60, 120, 300, 600, 900].find((s) => windowS / s <= 6) ?? 1800;
+}
+
+function agoText(ago, windowS) {
+  if (ago === 0) return "now";
+  return windowS > 300 ? `−${ago / 60} min` : `−${ago} s`;
+}
+
 export class LiveChart {
   /**
    * @param {HTMLCanvasElement} canvas
@@ -30,45 +116,37 @@ export class LiveChart {
    */
   constructor(canvas, windowS = 120) {
     this.canvas = canvas;
-    this.windowS = windowS;
-    this.points = []; // {seq, t, bpm, stress, label}, sorted by seq
+    this.series = new Series(windowS);
     this.frame = null;
+    this.timer = null;
+    this.drawnAt = -Infinity;
+    this.drawnVertices = 0;
     new ResizeObserver(() => this.resize()).observe(canvas);
     this.resize();
   }
 
+  get windowS() {
+    return this.series.windowS;
+  }
+
+  get points() {
+    return this.series.points;
+  }
+
   clear() {
-    this.points = [];
+    this.series.clear();
     this.requestDraw();
   }
 
-  /** Add heartbeat messages (live ones or a backfill); duplicates by seq are ignored. */
+  /** Add heartbeat messages (live ones, a replay or history); duplicates by seq are ignored. */
   add(messages) {
-    for (const m of messages) this.insert(m);
-    this.trim();
+    this.series.add(messages);
     this.requestDraw();
   }
 
-  insert(m) {
-    const point = { seq: m.seq, t: m.t, bpm: m.bpm, stress: m.stress_level, label: m.label };
-    const last = this.points.at(-1);
-    if (!last || point.seq > last.seq) {
-      if (last && point.t < last.t) this.points = []; // simulation time restarted
-      this.points.push(point);
-      return;
-    }
-    const i = this.points.findIndex((p) => p.seq >= point.seq);
-    if (this.points[i].seq !== point.seq) this.points.splice(i, 0, point);
-  }
-
-  trim() {
-    const last = this.points.at(-1);
-    if (!last) return;
-    const start = last.t - this.windowS;
-    // Keep one point left of the window, so lines run to the edge.
-    let i = 0;
-    while (i + 1 < this.points.length && this.points[i + 1].t <= start) i += 1;
-    if (i > 0) this.points.splice(0, i);
+  setWindow(windowS) {
+    this.series.setWindow(windowS);
+    this.requestDraw();
   }
 
   resize() {
@@ -82,17 +160,48 @@ export class LiveChart {
     this.requestDraw();
   }
 
+  /**
+   * Draw at the next animation frame, but not sooner than the data can move half a pixel:
+   * a long window (30 min over ~1,000 px: 1.8 s a pixel) is not redrawn at the tick rate.
+   */
   requestDraw() {
-    if (this.frame === null) {
-      this.frame = requestAnimationFrame(() => {
-        this.frame = null;
-        this.draw();
-      });
+    if (this.frame !== null || this.timer !== null) return;
+    const pixels = Math.max(1, this.canvas.clientWidth - PAD.left - PAD.right);
+    const intervalMs = Math.min(MAX_DRAW_INTERVAL_MS, (this.windowS * 1000) / pixels / 2);
+    const waitMs = this.drawnAt + intervalMs - performance.now();
+    if (waitMs > 0) {
+      this.timer = setTimeout(() => {
+        this.timer = null;
+        this.requestDraw();
+      }, waitMs);
+      return;
     }
+    this.frame = requestAnimationFrame(() => {
+      this.frame = null;
+      this.drawnAt = performance.now();
+      this.draw();
+    });
+  }
+
+  /** The panels' rectangles (CSS px) for a canvas `w` × `h`. */
+  layout(w, h) {
+    const x0 = PAD.left;
+    const x1 = w - PAD.right;
+    const total = PANELS.reduce((sum, p) => sum + p.weight, 0);
+    const free = h - PAD.top - PAD.bottom - PANELS.length * HEADER - (PANELS.length - 1) * GAP;
+    let y = PAD.top;
+    return PANELS.map((panel) => {
+      const head = y;
+      const y0 = y + HEADER;
+      const y1 = y0 + (free * panel.weight) / total;
+      y = y1 + GAP;
+      return { panel, head, x0, x1, y0, y1 };
+    });
   }
 
   draw() {
-    const { canvas, points } = this;
+    const { canvas } = this;
+    const points = this.series.points;
     const ctx = canvas.getContext("2d");
     const ratio = window.devicePixelRatio || 1;
     const w = canvas.width / ratio;
@@ -101,177 +210,293 @@ export class LiveChart {
     ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
     ctx.clearRect(0, 0, w, h);
     ctx.font = colors.font;
+    const segments = this.series.segments();
+    this.drawnVertices = 0;
+    if (w < PAD.left + PAD.right + 20 || h < 200) {
+      this.describe(segments); // hidden or too small to draw: still say what it holds
+      return;
+    }
 
-    const plot = { x0: PAD.left, x1: w - PAD.right, y0: PAD.top, y1: h - PAD.bottom };
+    const rects = this.layout(w, h);
     const last = points.at(-1);
     const tEnd = last ? last.t : 0;
-    const x = (t) => plot.x0 + ((t - (tEnd - this.windowS)) / this.windowS) * (plot.x1 - plot.x0);
-    const [lo, hi] = this.bpmRange();
-    const yBpm = (bpm) => plot.y1 - ((bpm - lo) / (hi - lo)) * (plot.y1 - plot.y0);
-    const yStress = (s) => plot.y1 - s * (plot.y1 - plot.y0);
+    const { x0, x1 } = rects[0];
+    const x = (t) => x0 + ((t - (tEnd - this.windowS)) / this.windowS) * (x1 - x0);
 
-    ctx.save();
-    ctx.beginPath();
-    ctx.rect(plot.x0, plot.y0, plot.x1 - plot.x0, plot.y1 - plot.y0);
-    ctx.clip();
-    this.drawBands(ctx, colors, x, plot);
-    ctx.restore();
-    this.drawAxes(ctx, colors, plot, lo, hi, yBpm, yStress);
-
-    if (points.length === 0) {
+    for (const rect of rects) {
+      const range = this.yRange(rect.panel);
+      const y = (v) => rect.y1 - ((v - range.lo) / (range.hi - range.lo)) * (rect.y1 - rect.y0);
+      rect.y = y;
+      this.clipTo(ctx, rect, () => this.drawBands(ctx, colors, segments, x, rect));
+      this.drawGrid(ctx, colors, rect, range, y);
+      this.drawTitle(ctx, colors, rect);
+      if (points.length === 0) continue;
+      this.clipTo(ctx, rect, () => {
+        if (rect.panel.stress) this.drawStress(ctx, colors, segments, x, rect);
+        for (const line of rect.panel.lines) {
+          this.drawLine(ctx, segments, x, y, line.value, colors[line.color], line.width);
+        }
+        this.drawRestarts(ctx, colors, segments, x, rect);
+      });
+    }
+    const hr = rects[0];
+    if (last) {
+      ctx.fillStyle = colors.bpm;
+      ctx.beginPath();
+      ctx.arc(x(last.t), hr.y(last.bpm), 3.5, 0, 2 * Math.PI);
+      ctx.fill();
+    } else {
       ctx.fillStyle = colors.text;
       ctx.textAlign = "center";
       ctx.textBaseline = "middle";
-      ctx.fillText("Waiting for data: start the simulation", (plot.x0 + plot.x1) / 2, h / 2);
-    } else {
-      ctx.save();
-      ctx.beginPath();
-      ctx.rect(plot.x0, plot.y0 - 4, plot.x1 - plot.x0 + 4, plot.y1 - plot.y0 + 8);
-      ctx.clip();
-      this.drawStress(ctx, colors, x, yStress, plot);
-      this.drawLine(ctx, (p) => yBpm(p.bpm), x, colors.bpm, 2);
-      ctx.fillStyle = colors.bpm;
-      ctx.beginPath();
-      ctx.arc(x(last.t), yBpm(last.bpm), 3.5, 0, 2 * Math.PI);
-      ctx.fill();
-      ctx.restore();
+      ctx.fillText("Waiting for data: start the simulation", (x0 + x1) / 2, (hr.y0 + hr.y1) / 2);
     }
-    this.describe();
+    this.drawTimeAxis(ctx, colors, rects.at(-1));
+    this.describe(segments);
   }
 
-  bpmRange() {
-    if (this.points.length === 0) return [50, 110];
+  clipTo(ctx, rect, draw) {
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(rect.x0, rect.y0 - 2, rect.x1 - rect.x0 + 4, rect.y1 - rect.y0 + 4);
+    ctx.clip();
+    draw();
+    ctx.restore();
+  }
+
+  /** The panel's y range: its data's extent (all lines), widened to its smallest span. */
+  yRange(panel) {
     let lo = Infinity;
     let hi = -Infinity;
-    for (const p of this.points) {
-      lo = Math.min(lo, p.bpm);
-      hi = Math.max(hi, p.bpm);
-    }
-    lo = Math.floor((lo - 5) / 10) * 10;
-    hi = Math.ceil((hi + 5) / 10) * 10;
-    if (hi - lo < BPM_MIN_SPAN) {
-      lo = Math.floor(((lo + hi) / 2 - BPM_MIN_SPAN / 2) / 10) * 10;
-      hi = lo + BPM_MIN_SPAN;
-    }
-    return [Math.max(0, lo), hi];
-  }
-
-  /** Largest spacing between points still drawn as a connected line, s. */
-  gapS() {
-    const n = this.points.length;
-    if (n < 2) return Infinity;
-    const typical = (this.points[n - 1].t - this.points[0].t) / (n - 1);
-    return Math.max(5, 3 * typical);
-  }
-
-  /** Shade each stretch of `stress` / `recovery` samples (one rectangle per stretch). */
-  drawBands(ctx, colors, x, plot) {
-    const { points } = this;
-    const gap = this.gapS();
-    let i = 0;
-    while (i < points.length) {
-      const label = points[i].label;
-      let j = i;
-      const continues = (k) => points[k].label === label && points[k].t - points[k - 1].t <= gap;
-      while (j + 1 < points.length && continues(j + 1)) j += 1;
-      // A stretch lasts until the next sample (unless the stream had a gap there).
-      const next = points[j + 1];
-      const end = next && next.t - points[j].t <= gap ? next.t : points[j].t;
-      const fill = colors.band[label];
-      if (fill) {
-        const left = Math.round(x(points[i].t));
-        ctx.fillStyle = fill;
-        ctx.fillRect(left, plot.y0, Math.max(1, Math.round(x(end)) - left), plot.y1 - plot.y0);
+    for (const p of this.series.points) {
+      for (const line of panel.lines) {
+        const v = line.value(p);
+        if (v == null) continue;
+        if (v < lo) lo = v;
+        if (v > hi) hi = v;
       }
-      i = j + 1;
+    }
+    return niceRange(lo, hi, panel.span);
+  }
+
+  drawTitle(ctx, colors, rect) {
+    const { panel } = rect;
+    ctx.textBaseline = "middle";
+    ctx.textAlign = "left";
+    let xPos = rect.x0;
+    const yPos = rect.head + HEADER / 2;
+    const write = (text, color) => {
+      ctx.fillStyle = color;
+      ctx.fillText(text, xPos, yPos);
+      xPos += ctx.measureText(text).width;
+    };
+    write(`${panel.title} (${panel.unit})`, colors.text);
+    if (panel.lines.length > 1) {
+      panel.lines.forEach((line, i) => {
+        write(i === 0 ? ": " : " / ", colors.text);
+        write(line.name, colors[line.color]);
+      });
+    }
+    if (panel.stress) {
+      ctx.textAlign = "right";
+      ctx.fillStyle = colors.stress;
+      ctx.fillText("stress level (0–1, right)", rect.x1, yPos);
     }
   }
 
-  drawAxes(ctx, colors, plot, lo, hi, yBpm, yStress) {
+  drawGrid(ctx, colors, rect, range, y) {
     ctx.strokeStyle = colors.grid;
     ctx.fillStyle = colors.text;
     ctx.lineWidth = 1;
-    const step = hi - lo > 80 ? 20 : 10;
     ctx.textBaseline = "middle";
-    for (let bpm = lo; bpm <= hi; bpm += step) {
-      const y = Math.round(yBpm(bpm)) + 0.5;
+    ctx.textAlign = "right";
+    for (let v = range.lo; v <= range.hi + 1e-9; v += range.step) {
+      const yPos = Math.round(y(v)) + 0.5;
       ctx.beginPath();
-      ctx.moveTo(plot.x0, y);
-      ctx.lineTo(plot.x1, y);
+      ctx.moveTo(rect.x0, yPos);
+      ctx.lineTo(rect.x1, yPos);
       ctx.stroke();
-      ctx.textAlign = "right";
-      ctx.fillText(String(bpm), plot.x0 - 8, y);
+      ctx.fillText(String(Math.round(v * 10) / 10), rect.x0 - 8, yPos);
     }
-    ctx.textAlign = "left";
-    for (const s of [0, 0.5, 1]) ctx.fillText(s.toFixed(1), plot.x1 + 8, yStress(s));
+    if (rect.panel.stress) {
+      ctx.textAlign = "left";
+      ctx.fillStyle = colors.stress;
+      for (const s of [0, 0.5, 1]) {
+        ctx.fillText(s.toFixed(1), rect.x1 + 8, rect.y1 - s * (rect.y1 - rect.y0));
+      }
+    }
+  }
+
+  drawTimeAxis(ctx, colors, rect) {
+    ctx.fillStyle = colors.text;
     ctx.textAlign = "center";
     ctx.textBaseline = "top";
-    const width = plot.x1 - plot.x0;
-    for (let ago = this.windowS; ago >= 0; ago -= 30) {
-      const xPos = plot.x1 - (ago / this.windowS) * width;
-      ctx.fillText(ago === 0 ? "now" : `−${ago} s`, xPos, plot.y1 + 8);
+    const width = rect.x1 - rect.x0;
+    const step = timeStep(this.windowS);
+    for (let ago = this.windowS; ago >= 0; ago -= step) {
+      const xPos = rect.x1 - (ago / this.windowS) * width;
+      ctx.fillText(agoText(ago, this.windowS), xPos, rect.y1 + 8);
     }
   }
 
-  drawStress(ctx, colors, x, yStress, plot) {
-    this.forEachRun((run) => {
-      ctx.beginPath();
-      ctx.moveTo(x(run[0].t), plot.y1);
-      for (const p of run) ctx.lineTo(x(p.t), yStress(p.stress));
-      ctx.lineTo(x(run.at(-1).t), plot.y1);
-      ctx.closePath();
-      ctx.fillStyle = colors.stressFill;
-      ctx.fill();
-    });
-    this.drawLine(ctx, (p) => yStress(p.stress), x, colors.stress, 1.5);
+  /** Shade each stretch of `stress` / `recovery` samples (one rectangle per stretch). */
+  drawBands(ctx, colors, segments, x, rect) {
+    for (const run of segments) {
+      let i = 0;
+      while (i < run.length) {
+        const label = run[i].label;
+        let j = i;
+        while (j + 1 < run.length && run[j + 1].label === label) j += 1;
+        // A stretch lasts until the next sample of the segment.
+        const end = (run[j + 1] ?? run[j]).t;
+        const fill = colors.band[label];
+        if (fill) {
+          const left = Math.round(x(run[i].t));
+          ctx.fillStyle = fill;
+          ctx.fillRect(left, rect.y0, Math.max(1, Math.round(x(end)) - left), rect.y1 - rect.y0);
+        }
+        i = j + 1;
+      }
+    }
   }
 
-  drawLine(ctx, y, x, color, width) {
+  drawStress(ctx, colors, segments, x, rect) {
+    const yStress = (s) => rect.y1 - s * (rect.y1 - rect.y0);
+    ctx.fillStyle = colors.stressFill;
+    for (const run of segments) {
+      ctx.beginPath();
+      ctx.moveTo(x(run[0].t), rect.y1);
+      for (const [t, s] of thinned(run, x, (p) => p.stress)) ctx.lineTo(x(t), yStress(s));
+      ctx.lineTo(x(run.at(-1).t), rect.y1);
+      ctx.closePath();
+      ctx.fill();
+    }
+    this.drawLine(ctx, segments, x, yStress, (p) => p.stress, colors.stress, 1.5);
+  }
+
+  /**
+   * One polyline per segment (and per stretch without null values), thinned per pixel:
+   * `value(point)` is what is drawn, `y(value)` its pixel row.
+   */
+  drawLine(ctx, segments, x, y, value, color, width) {
     ctx.strokeStyle = color;
     ctx.lineWidth = width;
     ctx.lineJoin = "round";
-    this.forEachRun((run) => {
+    for (const run of segments) {
       ctx.beginPath();
-      run.forEach((p, i) => (i === 0 ? ctx.moveTo(x(p.t), y(p)) : ctx.lineTo(x(p.t), y(p))));
+      let pen = false;
+      for (const [t, v] of thinned(run, x, value)) {
+        if (v == null) {
+          pen = false;
+          continue;
+        }
+        const yPos = y(v);
+        if (pen) ctx.lineTo(x(t), yPos);
+        else ctx.moveTo(x(t), yPos);
+        pen = true;
+        this.drawnVertices += 1;
+      }
       ctx.stroke();
-    });
+    }
   }
 
-  /** Call `draw(run)` for each stretch of points without a gap (e.g. while stopped). */
-  forEachRun(draw) {
-    const gap = this.gapS();
-    let run = [];
-    for (const p of this.points) {
-      if (run.length && p.t - run.at(-1).t > gap) {
-        draw(run);
-        run = [];
-      }
-      run.push(p);
-    }
-    if (run.length) draw(run);
+  /** A dashed line where a new run starts (the physiology was reset to baseline). */
+  drawRestarts(ctx, colors, segments, x, rect) {
+    ctx.save();
+    ctx.strokeStyle = colors.restart;
+    ctx.fillStyle = colors.restart;
+    ctx.setLineDash([4, 3]);
+    ctx.lineWidth = 1;
+    ctx.textAlign = "left";
+    ctx.textBaseline = "top";
+    segments.forEach((run, i) => {
+      if (i === 0 || run[0].run === segments[i - 1].at(-1).run) return;
+      const xPos = Math.round(x(run[0].t)) + 0.5;
+      ctx.beginPath();
+      ctx.moveTo(xPos, rect.y0);
+      ctx.lineTo(xPos, rect.y1);
+      ctx.stroke();
+      if (rect.panel.stress) ctx.fillText("start", xPos + 4, rect.y0 + 2);
+    });
+    ctx.restore();
   }
 
   /** What the chart shows, for assistive technology and tests (data-* attributes). */
-  describe() {
-    const { canvas, points } = this;
+  describe(segments) {
+    const { canvas } = this;
+    const points = this.series.points;
     const last = points.at(-1);
-    canvas.dataset.points = String(points.length);
+    const data = canvas.dataset;
+    data.points = String(points.length);
+    data.windowS = String(this.windowS);
+    data.drawnVertices = String(this.drawnVertices);
     if (!last) {
-      canvas.setAttribute("aria-label", "Chart of heart rate and stress level: no data yet");
-      for (const key of ["firstSeq", "lastSeq", "lastBpm", "lastStress", "maxStress"]) {
-        delete canvas.dataset[key];
-      }
+      canvas.setAttribute(
+        "aria-label",
+        "Chart of heart rate, RMSSD, blood pressure and breathing: no data yet",
+      );
+      for (const key of DESCRIBED) delete data[key];
       return;
     }
-    canvas.dataset.firstSeq = String(points[0].seq);
-    canvas.dataset.lastSeq = String(last.seq);
-    canvas.dataset.lastBpm = String(last.bpm);
-    canvas.dataset.lastStress = last.stress.toFixed(3);
-    canvas.dataset.maxStress = Math.max(...points.map((p) => p.stress)).toFixed(3);
+    data.firstSeq = String(points[0].seq);
+    data.lastSeq = String(last.seq);
+    data.lastBpm = String(last.bpm);
+    data.lastStress = last.stress.toFixed(3);
+    data.maxStress = Math.max(...points.map((p) => p.stress)).toFixed(3);
+    data.spanS = (last.t - points[0].t).toFixed(1);
+    // Each drawn line as "firstSeq-lastSeq:run", e.g. "1-240:1 241-300:2" after a stop/start.
+    data.segments = segments.map((s) => `${s[0].seq}-${s.at(-1).seq}:${s[0].run}`).join(" ");
+    const rmssd = last.rmssd == null ? "not yet known" : `${last.rmssd.toFixed(1)} ms`;
     canvas.setAttribute(
       "aria-label",
-      `Chart of the last ${this.windowS} s: heart rate ${last.bpm} bpm, ` +
-        `stress level ${last.stress.toFixed(2)} (${last.label})`,
+      `Chart of the last ${this.windowS / 60} min: heart rate ${last.bpm} bpm, ` +
+        `stress level ${last.stress.toFixed(2)} (${last.label}), RMSSD ${rmssd}, ` +
+        `blood pressure ${last.systolic}/${last.diastolic} mmHg, ` +
+        `breathing ${last.resp} breaths/min`,
     );
   }
+}
+
+/**
+ * The (t, value) vertices to draw for `run`: every point while there are fewer points than
+ * pixel columns; otherwise per column its first, lowest, highest and last value (in time
+ * order), so peaks survive thinning. A null value is passed through (it breaks the line).
+ */
+function* thinned(run, x, value) {
+  const first = run[0];
+  const lastPoint = run.at(-1);
+  const columns = Math.abs(x(lastPoint.t) - x(first.t));
+  if (run.length <= 2 * columns + 2) {
+    for (const p of run) yield [p.t, value(p)];
+    return;
+  }
+  let column = null;
+  let bucket = [];
+  const flush = function* () {
+    if (bucket.length === 0) return;
+    let lo = bucket[0];
+    let hi = bucket[0];
+    for (const p of bucket) {
+      if (p[1] < lo[1]) lo = p;
+      if (p[1] > hi[1]) hi = p;
+    }
+    const chosen = new Set([bucket[0], lo, hi, bucket.at(-1)]);
+    for (const p of bucket) if (chosen.has(p)) yield p;
+    bucket = [];
+  };
+  for (const p of run) {
+    const v = value(p);
+    if (v == null) {
+      yield* flush();
+      yield [p.t, null];
+      continue;
+    }
+    const col = Math.floor(x(p.t));
+    if (col !== column) {
+      yield* flush();
+      column = col;
+    }
+    bucket.push([p.t, v]);
+  }
+  yield* flush();
 }

@@ -1,13 +1,16 @@
-// The heartsim dashboard: wires the API, the live stream and the chart to the page.
-// Page URL options: ?person=ID (whom to show first); #token=T for servers that require a token
-// (a fragment never reaches a server or its logs; ?token=T works too). The token is read once
-// and removed from the address bar, so it stays out of the history, bookmarks and screenshots.
+// The heartsim dashboard: wires the API, the live stream, the chart and the persons overview.
+// Page URL options: ?person=ID (whom to show first); ?minutes=2|10|30 (the chart's time range);
+// #token=T for servers that require a token (a fragment never reaches a server or its logs;
+// ?token=T works too). The token is read once and removed from the address bar, so it stays
+// out of the history, bookmarks and screenshots.
 
 import { Api, ApiError } from "./api.js";
 import { LiveChart } from "./chart.js";
+import { readHistory } from "./history.js";
+import { PersonsGrid } from "./persons.js";
 import { HeartbeatStream } from "./stream.js";
 
-const CHART_WINDOW_S = 120;
+const RANGES_S = [120, 600, 1800];
 const HEALTH_EVERY_MS = 5_000;
 const MAX_MESSAGES = 8;
 const STATUS_TEXT = {
@@ -33,7 +36,19 @@ function takeTokenFromPageUrl() {
   }
   return token || null;
 }
-const chart = new LiveChart($("chart"), CHART_WINDOW_S);
+
+/** Change one query parameter of the address bar (null removes it), without a reload. */
+function setPageParam(name, value) {
+  const url = new URL(window.location.href);
+  if (value === null) url.searchParams.delete(name);
+  else url.searchParams.set(name, value);
+  window.history.replaceState(null, "", url);
+}
+
+const initialRangeS = RANGES_S.find((s) => s === 60 * Number(pageParams.get("minutes"))) ?? 120;
+const chart = new LiveChart($("chart"), initialRangeS);
+let tickHz = 2; // of the stream, from its `connected` message
+let historyLoad = 0; // bumps with every history read; a stale read is dropped
 const stream = new HeartbeatStream(api, {
   onStatus: showStatus,
   onConnected: connected,
@@ -42,6 +57,12 @@ const stream = new HeartbeatStream(api, {
     showHeartbeat(message);
   },
   onNotice: say,
+});
+const grid = new PersonsGrid($("persons"), $("persons-note"), api, {
+  onFocus: (person) => {
+    if (person !== stream.person) switchPerson(person);
+  },
+  onError: (text) => say(text, "error"),
 });
 
 // ----- messages for the user ------------------------------------------------------------------
@@ -121,11 +142,16 @@ function resetValues() {
   $("prediction-tile").hidden = true;
 }
 
+/** The simulation's state on the pill, the page and the buttons (the active one pressed). */
 function showSimState(state) {
   const pill = $("sim-state");
   pill.dataset.state = state;
   setText("sim-state", `simulation: ${state}`);
   document.body.dataset.sim = state;
+  for (const button of document.querySelectorAll("#sim-buttons [data-state]")) {
+    button.setAttribute("aria-pressed", String(button.dataset.state === state));
+  }
+  grid.setSimState(state);
 }
 
 function showStatus({ state, detail, retryInS }) {
@@ -146,35 +172,71 @@ function showBaseline(bpm, { fillInput = false } = {}) {
 // ----- stream lifecycle -----------------------------------------------------------------------
 function connected(message) {
   if (message.restarted) chart.clear(); // the old run's line must not run into the new one
+  tickHz = message.tick_hz;
   showSimState(message.state);
   showBaseline(message.base_bpm, { fillInput: stream.lastSeq === null });
   selectPerson(message.person_id);
-  if (stream.lastSeq === null) backfill(message.person_id, message.tick_hz);
+  if (stream.lastSeq === null) loadHistory(message.person_id, { fresh: true });
 }
 
-/** Fill the chart with the buffered last two minutes (a fresh subscription only gets new data). */
-async function backfill(person, tickHz) {
-  const limit = Math.min(10_000, Math.ceil(CHART_WINDOW_S * tickHz) + 1);
-  let page;
+/**
+ * Fill the chart with the buffered history of its time range (a fresh subscription only gets
+ * new messages). `fresh`: the first read of a subscription, which also sets its resume point.
+ */
+async function loadHistory(person, { fresh = false } = {}) {
+  const load = ++historyLoad;
+  const windowS = chart.windowS;
+  const before = fresh ? null : (chart.series.first ?? null);
+  $("chart").dataset.loading = "true";
+  let history;
   try {
-    page = await api.get("/heartbeat/history", { person, limit });
+    history = await readHistory(api, person, windowS, { before, tickHz });
   } catch (err) {
     say(`Could not load the recent history: ${describeError(err)}`, "error");
     return;
+  } finally {
+    if (load === historyLoad) delete $("chart").dataset.loading;
   }
-  if (person !== stream.person || page.messages.length === 0) return; // switched meanwhile
-  chart.add(page.messages);
-  const newest = page.messages.at(-1);
-  if (stream.lastSeq === null) showHeartbeat(newest);
-  stream.advanceTo(newest.seq);
+  if (load !== historyLoad || person !== stream.person) return; // switched meanwhile
+  chart.add(history.messages);
+  showRangeNote(history, windowS);
+  if (fresh && history.newest) {
+    if (stream.lastSeq === null) showHeartbeat(history.newest);
+    stream.advanceTo(history.newest.seq);
+  }
+}
+
+function showRangeNote(history, windowS) {
+  const note = $("range-note");
+  const { first, last } = chart.series;
+  note.hidden = !(history.evicted && first);
+  if (!note.hidden) {
+    const keptMin = (last.t - first.t) / 60;
+    note.textContent =
+      `The server keeps about the last ${keptMin.toFixed(1)} min of this person's messages: ` +
+      `the rest of the ${windowS / 60} min fills in live.`;
+  }
+}
+
+function setRange(windowS) {
+  for (const button of $("range").querySelectorAll("button")) {
+    button.setAttribute("aria-pressed", String(Number(button.dataset.rangeS) === windowS));
+  }
+  setText("chart-title", `Last ${windowS / 60} minutes`);
+  setPageParam("minutes", windowS === 120 ? null : String(windowS / 60));
+  const wider = windowS > chart.windowS;
+  chart.setWindow(windowS);
+  $("range-note").hidden = true;
+  if (wider && stream.person !== null) loadHistory(stream.person);
 }
 
 function switchPerson(person) {
-  const url = new URL(window.location.href);
-  url.searchParams.set("person", person);
-  window.history.replaceState(null, "", url);
+  setPageParam("person", person);
+  historyLoad += 1; // drop a history read of the previous person
   resetValues();
   chart.clear();
+  grid.setFocus(person);
+  selectPerson(person);
   stream.open(person);
 }
 
@@ -194,11 +256,13 @@ async function loadPersons() {
   });
   $("person-select").replaceChildren(...options);
   selectPerson(stream.person ?? list.default_person);
+  grid.setPersons(list.persons);
 }
 
 function selectPerson(person) {
   const select = $("person-select");
   if ([...select.options].some((option) => option.value === person)) select.value = person;
+  grid.setFocus(person);
 }
 
 let serverHealth = "healthy";
@@ -240,14 +304,20 @@ async function command(button, path, query = {}) {
 }
 
 function wireControls() {
-  $("start").addEventListener("click", async (event) => {
-    const body = await command(event.currentTarget, "/simulation/start");
-    if (body) showSimState(body.state);
-  });
-  $("stop").addEventListener("click", async (event) => {
-    const body = await command(event.currentTarget, "/simulation/stop");
-    if (body) showSimState(body.state);
-  });
+  for (const [id, path] of [
+    ["start", "/simulation/start"],
+    ["pause", "/simulation/pause"],
+    ["resume", "/simulation/resume"],
+    ["stop", "/simulation/stop"],
+  ]) {
+    $(id).addEventListener("click", async (event) => {
+      const body = await command(event.currentTarget, path);
+      if (body) showSimState(body.state);
+    });
+  }
+  for (const button of $("range").querySelectorAll("button")) {
+    button.addEventListener("click", () => setRange(Number(button.dataset.rangeS)));
+  }
 
   const slider = $("stress-slider");
   const showLevel = () => setText("stress-slider-value", Number(slider.value).toFixed(2));
@@ -278,6 +348,7 @@ function wireControls() {
 
 wireControls();
 resetValues();
+setRange(initialRangeS);
 stream.open(pageParams.get("person"));
 loadPersons();
 pollHealth();
