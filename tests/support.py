@@ -4,6 +4,7 @@ the API documentation pages checked in a browser."""
 from __future__ import annotations
 
 import socket
+import subprocess
 import textwrap
 from typing import Any
 
@@ -87,3 +88,15 @@ async def check_swagger_ui(page: Page, spec: dict[str, Any]) -> None:
     live = health.locator(".live-responses-table tbody .response-col_status")
     await expect(live).to_have_text("200")
     await expect(health.locator(".request-url pre")).to_have_text(f"{base}health")
+
+
+def stop_process(proc: subprocess.Popen[str]) -> None:
+    """Terminate ``proc`` (kill it if it has not exited within 10 s) and close its stdout."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()

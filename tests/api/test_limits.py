@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from support import stop_process
 from websockets.sync.client import connect
 
 import heartsim
@@ -308,14 +309,7 @@ def test_oversized_requests_are_refused_fast_without_stalling_or_growing_the_ser
         if probe is not None:
             probe.done.set()
             probe.join(5)
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        stop_process(proc)
     p99 = lags[math.ceil(0.99 * len(lags)) - 1]
     quiet_p99 = quiet[math.ceil(0.99 * len(quiet)) - 1]
     statuses = {name: status for name, (status, _) in answers.items()}

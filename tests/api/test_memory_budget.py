@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
+from support import stop_process
 
 import heartsim
 from heartsim.options import add_serve_arguments
@@ -130,14 +131,7 @@ def test_server_memory_levels_off_at_the_history_budget() -> None:
             rss_later = _vmrss_mb(proc.pid)
             health = http.get("/health").json()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        stop_process(proc)
     streamed = health["messages_published"] - published
     # ~50,000+ messages (~25 MB of history without a budget) went by in those 10 s.
     assert streamed > 20_000, json.dumps(health)
