@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, async_playwright
+from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 OUTPUT_ROOT = Path(
     os.environ.get("HEARTSIM_TEST_OUTPUT", Path(__file__).parent.parent / "test-output")
@@ -44,9 +45,17 @@ CHROMIUM_ARGS = [
 async def browser() -> AsyncIterator[Browser]:
     """A headless Chromium, closed after the test."""
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=15_000
-        )
+        # A busy 2-core CI box once took over 15 s to start Chromium: wait up to 60 s, and try
+        # a second time before failing (the tests are about the pages, not the launch).
+        for attempt in (1, 2):
+            try:
+                browser = await playwright.chromium.launch(
+                    executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=60_000
+                )
+                break
+            except PlaywrightTimeoutError:
+                if attempt == 2:
+                    raise
         try:
             yield browser
         finally:
