@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from heartsim.api.errors import ApiError
-from heartsim.api.security import RateLimit, RateLimiter
+from heartsim.api.security import RateLimit, RateLimiter, too_many_requests
 from heartsim.schema import MAX_PREDICT_INTERVALS, ErrorBody
 
 #: Bytes the longest sensible JSON number with its separator takes ("2999.9999999999995, ").
@@ -234,13 +234,7 @@ class PredictGate:
         wait_s = self.limiter.acquire(client)
         if wait_s > 0.0:
             self.refused.predict_rate_limited += 1
-            retry = max(1, math.ceil(wait_s))
-            raise ApiError(
-                429,
-                "Too many requests",
-                f"Rate limit exceeded for POST /predict; retry after {retry} s",
-                headers={"Retry-After": str(retry)},
-            )
+            raise too_many_requests(wait_s, "POST /predict")
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
